@@ -1,0 +1,36 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install
+# what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "swarm needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/swarm demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check swarm tests benchmarks
+	$(VENV)/bin/ruff check swarm tests benchmarks
+	$(VENV)/bin/mypy swarm
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format swarm tests benchmarks
+	$(VENV)/bin/ruff check --fix swarm tests benchmarks
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .swarm .pytest_cache .mypy_cache .ruff_cache

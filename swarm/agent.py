@@ -1,0 +1,307 @@
+"""The agent loop: plain asyncio, no Ray. Ray only hosts it (swarm.coordinator)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.blackboard.board import Blackboard, TaskView
+from swarm.config import AgentInstance
+from swarm.providers.base import Provider, ProviderError
+from swarm.providers.pricing import cost_usd
+from swarm.providers.repair import repair
+from swarm.providers.retry import RetryPolicy, with_retries
+from swarm.providers.types import Message, ToolResult, ToolSpec
+from swarm.tools.base import Tool, ToolContext
+from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
+
+
+@dataclass
+class SwarmInfo:
+    """What an agent knows of the swarm around it (all from the config)."""
+
+    name: str
+    goal: str
+    neighbours: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
+    max_turns: int = 40
+    max_usd: float | None = None
+    max_tokens: int | None = None
+    lease_ms: int = 30_000
+    max_output_tokens: int = 8192
+
+
+class BoardState:
+    """Per-agent tool state (read hashes, todos) kept on the blackboard."""
+
+    def __init__(self, board: Blackboard, agent: str):
+        self.board, self.agent = board, agent
+
+    async def get(self, key: str) -> str | None:
+        return await self.board.state_get(self.agent, key)
+
+    async def set(self, key: str, value: str) -> None:
+        await self.board.state_set(self.agent, key, value)
+
+
+class BoardLocks:
+    """Per-path write locks shared by every agent of the run."""
+
+    def __init__(self, board: Blackboard):
+        self.board = board
+
+    def lock(self, path: str) -> Any:
+        return self.board.path_lock(path)
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def system_prompt(agent: AgentInstance, swarm: SwarmInfo) -> str:
+    """Byte-stable per agent, so prompt caching can share it across its tasks."""
+    peers = ", ".join(swarm.neighbours) or "none"
+    return (
+        f"{agent.prompt.strip()}\n\n"
+        f"Agent: {agent.name} (role: {agent.role})\n"
+        f"Swarm: {swarm.name}. Goal: {swarm.goal}\n"
+        f"Agents you can message: {peers}.\n\n"
+        "You share one repository with the other agents; file paths are relative to its root. "
+        "Work on the task you are given with your tools. When the task is done, reply with a "
+        "short summary of what you did and no tool calls: that reply is the task's result. "
+        "If you cannot do the task, call task_fail with the reason."
+    )
+
+
+def task_prompt(task: TaskView, deps: list[TaskView]) -> str:
+    text = f"Task {task.id}: {task.title}\n"
+    if task.phase:
+        text += f"Phase: {task.phase}\n"
+    if task.description:
+        text += f"\n{task.description.strip()}\n"
+    for d in deps:
+        text += f"\nResult of {d.id} ({d.title}): {d.result.strip()[:2000]}\n"
+    return text
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        board: Blackboard,
+        agent: AgentInstance,
+        swarm: SwarmInfo,
+        provider: Provider,
+        tools: dict[str, Tool],
+        ctx: ToolContext,
+        retry: RetryPolicy | None = None,
+        permissions: Any = None,
+    ):
+        self.board = board
+        self.agent = agent
+        self.swarm = swarm
+        self.provider = provider
+        self.model = agent.model.split("/", 1)[1]
+        self.retry = retry or RetryPolicy()
+        self.handle = SwarmHandle(board=board, agent=agent.name, role=agent.role,
+                                  neighbours=swarm.neighbours, roles=swarm.roles,
+                                  agents=swarm.agents)
+        ctx.swarm = self.handle
+        self.ctx = ctx
+        self.tools = {**tools, **SWARM_TOOLS}
+        self.specs: list[ToolSpec] = [t.spec() for t in self.tools.values()]
+        self.system = system_prompt(agent, swarm)
+        from swarm.tools.runner import ToolRunner
+
+        self.runner = ToolRunner(self.tools, ctx, permissions, self._tool_event)
+        self._task_id = ""
+        self._last_status: tuple[Any, ...] | None = None
+
+    async def _tool_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "doom_loop":
+            await self.board.emit(kind, task=self._task_id, agent=self.agent.name, data=data)
+
+    async def set_status(self, status: str, task: str = "", **extra: Any) -> None:
+        """Store and announce a status change; repeating the same status writes nothing
+        (an event per repeat would wake every waiting agent, which would repeat theirs)."""
+        key = (status, task, tuple(sorted(extra.items())))
+        if key == self._last_status:
+            return
+        self._last_status = key
+        await self.board.update_agent(self.agent.name, event="agent_status",
+                                      data={"status": status, **extra}, status=status,
+                                      task=task, pid=os.getpid(), **extra)
+
+    async def run(self) -> None:
+        """Claim and work tasks until every task of the run is completed or failed."""
+        name, role = self.agent.name, self.agent.role
+        await self.set_status("idle")
+        while True:
+            last = await self.board.last_event_id()
+            meta = await self.board.meta()
+            if meta.get("state", "running") != "running":
+                break
+            claim = await self.board.claim(name, role, self.swarm.lease_ms)
+            if claim is not None:
+                await self.work(claim[0])
+                continue
+            await self.board.requeue_expired()
+            tasks = await self.board.tasks()
+            if all(t.status in ("completed", "failed") for t in tasks):
+                break
+            waiting = self._waiting_for(tasks)
+            if waiting:
+                await self.set_status("waiting", waiting_for=",".join(waiting))
+            else:
+                await self.set_status("idle", waiting_for="")
+            await self.board.wait_events(last, block_ms=min(self.swarm.lease_ms // 2, 5000))
+        await self.set_status("done", waiting_for="")
+
+    def _waiting_for(self, tasks: list[TaskView]) -> list[str]:
+        """Unfinished dependencies of the pending tasks this agent could take."""
+        status = {t.id: t.status for t in tasks}
+        out: list[str] = []
+        for t in tasks:
+            mine = t.agent == self.agent.name or (not t.agent and t.role == self.agent.role)
+            if mine and t.status == "pending":
+                out += [n for n in t.needs if status.get(n) != "completed" and n not in out]
+        return out
+
+    async def work(self, task_id: str) -> None:
+        self._task_id = task_id
+        self.handle.task_id = task_id
+        self.handle.failed_reason = None
+        task = await self.board.task(task_id)
+        assert task is not None
+        await self.set_status("working", task=task_id, waiting_for="")
+        heartbeat = asyncio.create_task(self._heartbeat(task_id, asyncio.current_task()))
+        try:
+            await self._converse(task)
+        except LeaseLost:
+            await self.board.emit("lease_lost", task=task_id, agent=self.agent.name)
+        except asyncio.CancelledError:
+            if heartbeat.done() and heartbeat.result() is False:
+                await self.board.emit("lease_lost", task=task_id, agent=self.agent.name)
+            else:
+                raise
+        except ProviderError as exc:
+            await self.board.fail(task_id, self.agent.name, f"provider error: {exc}")
+            await self.board.emit("provider_error", task=task_id, agent=self.agent.name,
+                                  data={"error": str(exc), "status": exc.status})
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heartbeat
+            self._task_id = ""
+
+    async def _heartbeat(self, task_id: str, worker: asyncio.Task[Any] | None) -> bool:
+        interval = self.swarm.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.board.heartbeat(task_id, self.agent.name, self.swarm.lease_ms):
+                if worker is not None:
+                    worker.cancel()
+                return False
+
+    async def _converse(self, task: TaskView) -> None:
+        name = self.agent.name
+        stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
+        if not stored:
+            deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
+            first = Message.user_text(task_prompt(task, deps))
+            await self.board.record_turn(name, task.id, [first.model_dump()],
+                                         events=[("session_started", {})])
+            stored = [first]
+        messages = repair(stored)
+        if len(messages) != len(stored) or messages != stored:
+            await self.board.emit("transcript_repaired", task=task.id, agent=name)
+        last = messages[-1]
+        if last.role == "assistant" and not last.tool_calls:  # finished before a crash
+            await self._finish(task.id, last.text)
+            return
+        max_turns = task.max_turns or self.swarm.max_turns
+        turns = sum(1 for m in messages if m.role == "assistant")
+        while True:
+            if turns >= max_turns:
+                await self.board.fail(task.id, name, f"max_turns ({max_turns}) reached")
+                return
+            if await self._over_budget():
+                await self.board.fail(task.id, name, "budget exhausted")
+                return
+
+            async def on_retry(attempt: int, exc: ProviderError, delay: float) -> None:
+                await self.board.emit("provider_retry", task=task.id, agent=name,
+                                      data={"attempt": attempt, "status": exc.status,
+                                            "delay_s": round(delay, 3), "error": str(exc)[:300]})
+
+            resp, attempts = await with_retries(
+                lambda: self.provider.complete(
+                    model=self.model, system=self.system, messages=messages, tools=self.specs,
+                    max_tokens=self.swarm.max_output_tokens,
+                ),
+                self.retry,
+                on_retry,
+            )
+            turns += 1
+            u = resp.usage
+            usd = cost_usd(self.agent.model, u)
+            await self.board.record_turn(
+                name, task.id, [resp.message.model_dump()],
+                usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                       "cache_read_tokens": u.cache_read_tokens,
+                       "cache_creation_tokens": u.cache_creation_tokens, "usd": usd,
+                       "turns": 1, "requests": attempts},
+                agent_fields={"turns_task": turns},
+                events=[("model_turn", {"turn": turns, "input_tokens": u.input_tokens,
+                                        "output_tokens": u.output_tokens, "usd": usd,
+                                        "tool_calls": [c.name for c in resp.message.tool_calls],
+                                        "attempts": attempts})],
+            )
+            messages.append(resp.message)
+            calls = resp.message.tool_calls
+            if not calls:
+                await self._finish(task.id, resp.message.text)
+                return
+            results: list[ToolResult] = []
+            events: list[tuple[str, dict[str, Any]]] = []
+            for call in calls:
+                out = await self.runner.run(call.name, call.input)
+                results.append(ToolResult(tool_call_id=call.id, content=out.text,
+                                          is_error=out.is_error))
+                events.append(("tool_call", {"tool": call.name, "is_error": out.is_error,
+                                             "summary": _summary(call.name, call.input),
+                                             **_small(out.meta)}))
+            reply = Message(role="user", content=list(results))
+            await self.board.record_turn(name, task.id, [reply.model_dump()], events=events)
+            messages.append(reply)
+            if self.handle.failed_reason is not None:
+                await self.board.fail(task.id, name, self.handle.failed_reason)
+                return
+
+    async def _finish(self, task_id: str, text: str) -> None:
+        if not await self.board.complete(task_id, self.agent.name, text.strip() or "(done)"):
+            await self.board.emit("complete_refused", task=task_id, agent=self.agent.name)
+
+    async def _over_budget(self) -> bool:
+        if self.swarm.max_usd is None and self.swarm.max_tokens is None:
+            return False
+        usage = await self.board.usage()
+        if self.swarm.max_usd is not None and usage.get("usd", 0.0) >= self.swarm.max_usd:
+            return True
+        tokens = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+        return self.swarm.max_tokens is not None and tokens >= self.swarm.max_tokens
+
+
+def _summary(tool: str, args: dict[str, Any]) -> str:
+    for key in ("command", "file_path", "pattern", "to", "key", "title", "reason"):
+        if key in args:
+            return f"{tool} {str(args[key])[:120]}"
+    return tool
+
+
+def _small(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if isinstance(v, (int, float, bool, str)) and
+            (not isinstance(v, str) or len(v) < 200)}

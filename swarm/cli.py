@@ -1,0 +1,229 @@
+"""The `swarm` command line. Exit codes: 0 done, 1 a task failed, 2 bad input,
+3 budget or time exhausted, 130 interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from swarm.errors import BadInput, SwarmError
+
+app = typer.Typer(help="A multi-agent coding swarm orchestrator.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+stub_app = typer.Typer(help="The local scripted LLM server.", no_args_is_help=True)
+app.add_typer(stub_app, name="stub")
+err = Console(stderr=True)
+
+
+def _fail(exc: SwarmError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="swarm config (YAML)")]
+RepoOpt = Annotated[Path | None, typer.Option("--repo", help="target repository (overrides config)")]
+
+
+@app.command()
+def launch(
+    config: ConfigArg,
+    repo: RepoOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="id for this run")] = None,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="plain lines, no live view")] = False,
+    json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
+) -> None:
+    """Run a swarm on a repository with a live dashboard."""
+    from swarm.launch import launch as do_launch
+
+    try:
+        result = do_launch(config, repo, run_id, json_events, no_dashboard)
+    except SwarmError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def ci(
+    config: ConfigArg,
+    repo: RepoOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+    json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
+) -> None:
+    """Run a swarm headless (plain log lines), for CI jobs."""
+    from swarm.launch import launch as do_launch
+
+    try:
+        result = do_launch(config, repo, run_id, json_events, True)
+    except SwarmError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def demo(
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard")] = False,
+    json_events: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The offline demo: 4 agents fix a real bug in a copy of examples/calc, no keys needed."""
+    from swarm.launch import demo as do_demo
+
+    try:
+        result = do_demo(Path.cwd(), json_events, no_dashboard)
+    except SwarmError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config (and its role cards and topology) without running anything."""
+    from swarm.config import load_config
+
+    try:
+        loaded = load_config(config)
+    except SwarmError as exc:
+        _fail(exc)
+    print(f"{config}: ok ({len(loaded.agents)} agents, {len(loaded.tasks)} tasks, "
+          f"{loaded.topology_kind} topology)")
+
+
+async def _with_board(run: str | None, fn: Any) -> Any:
+    from swarm.blackboard.board import Blackboard
+    from swarm.blackboard.connection import open_redis
+
+    handle = open_redis()
+    try:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(handle.url, decode_responses=True)
+        run_id = run or await Blackboard.latest_run(r)
+        await r.aclose()
+        if run_id is None:
+            raise BadInput("no runs yet in this directory (.swarm/); start one with swarm launch")
+        board = Blackboard(handle.url, run_id)
+        try:
+            if not await board.exists():
+                raise BadInput(f"RUN: no run {run_id!r} in this directory's .swarm/")
+            return await fn(board)
+        finally:
+            await board.close()
+    finally:
+        handle.close()
+
+
+@app.command()
+def status(
+    run: Annotated[str | None, typer.Argument(help="run id (default: the latest)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """Show a run's tasks, agents and usage."""
+    from swarm.status import snapshot
+
+    try:
+        snap = asyncio.run(_with_board(run, snapshot))
+    except SwarmError as exc:
+        _fail(exc)
+    if json_out:
+        print(json.dumps(snap.model_dump(), indent=1))
+        return
+    console = Console()
+    u = snap.usage
+    console.print(f"[bold]{snap.name}[/] run {snap.run_id}: [bold]{snap.state}[/] "
+                  f"{snap.reason}  tokens {u.input_tokens:,}/{u.output_tokens:,}  ${u.usd:.4f}")
+    tasks = Table("task", "phase", "status", "assignee", "attempts", box=None)
+    for t in snap.tasks:
+        tasks.add_row(t.id, t.phase, t.status, t.assignee or "-", str(t.attempts))
+    console.print(tasks)
+    agents = Table("agent", "role", "status", "task", "turns", "tokens", "$", box=None)
+    for a in snap.agents:
+        agents.add_row(a.name, a.role, a.status, a.task or "-", str(a.turns),
+                       f"{a.input_tokens:,}/{a.output_tokens:,}", f"{a.usd:.4f}")
+    console.print(agents)
+
+
+@app.command()
+def watch(
+    run: Annotated[str | None, typer.Argument(help="run id (default: the latest)")] = None,
+    json_events: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Follow a run (started elsewhere) until it finishes."""
+    from swarm.dashboard import follow
+    from swarm.launch import display_mode
+
+    async def go(board: Any) -> None:
+        stop = asyncio.Event()
+
+        async def until_finished() -> None:
+            while (await board.meta()).get("state") == "running":
+                await board.wait_events(await board.last_event_id(), 1000)
+            stop.set()
+
+        await asyncio.gather(follow(board, display_mode(json_events, False), stop),
+                             until_finished())
+
+    try:
+        asyncio.run(_with_board(run, go))
+    except SwarmError as exc:
+        _fail(exc)
+
+
+@app.command()
+def tool(
+    name: Annotated[str, typer.Argument(help="tool name, e.g. read")],
+    args_json: Annotated[str, typer.Argument(help="arguments as a JSON object")] = "{}",
+    repo: Annotated[Path, typer.Option("--repo", help="workspace root")] = Path("."),
+) -> None:
+    """Run one tool in a workspace and print its result."""
+    from swarm.tools.base import ToolContext
+    from swarm.tools.builtin import BUILTIN_TOOLS, MemoryLocks, MemoryState
+    from swarm.tools.runner import ToolRunner
+
+    try:
+        args = json.loads(args_json)
+        if not isinstance(args, dict):
+            raise ValueError("must be a JSON object")
+    except ValueError as exc:
+        _fail(BadInput(f"ARGS_JSON: invalid: {exc}"))
+    if not repo.is_dir():
+        _fail(BadInput(f"--repo: {repo} is not a directory"))
+    ctx = ToolContext(workspace=repo.resolve(), agent="cli", state=MemoryState(),
+                      locks=MemoryLocks())
+    if name not in BUILTIN_TOOLS:
+        _fail(BadInput(f"NAME: unknown tool {name!r} (tools: {', '.join(BUILTIN_TOOLS)})"))
+    out = asyncio.run(ToolRunner(dict(BUILTIN_TOOLS), ctx, None, None).run(name, args))
+    print(out.text)
+    raise typer.Exit(1 if out.is_error else 0)
+
+
+@stub_app.command("serve")
+def stub_serve(
+    script: Annotated[Path, typer.Argument(help="stub script (YAML)")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="0 = a free port")] = 0,
+    record: Annotated[Path | None, typer.Option("--record", help="append requests (JSONL)")] = None,
+) -> None:
+    """Serve the scripted LLM (Anthropic, OpenAI and Mistral wire formats)."""
+    from swarm.llmstub import serve_forever
+
+    try:
+        serve_forever(script, host, port, record)
+    except SwarmError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

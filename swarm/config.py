@@ -1,0 +1,267 @@
+"""The swarm config (YAML): pydantic models plus the cross-field checks.
+
+Every error names the file, the line and the field, and the CLI exits 2 on it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from swarm.errors import ConfigError
+from swarm.paths import data_dirs
+from swarm.roles import RoleCard, load_roles
+from swarm.tools.names import BUILTIN_TOOL_NAMES, SWARM_TOOL_NAMES
+from swarm.topology import build_topology
+from swarm.yamlsource import YamlSource
+
+PROVIDERS = ("anthropic", "openai", "mistral", "copilot")
+NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
+MODEL_RE = re.compile(r"^(?P<provider>[a-z0-9_-]+)/(?P<model>\S+)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(Strict):
+    base_url: str | None = None
+    api_key_env: str | None = None
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Budget(Strict):
+    max_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_wall_s: float | None = Field(default=None, gt=0)
+    max_turns: int = Field(default=40, gt=0)
+
+
+class AgentSpec(Strict):
+    name: str = Field(pattern=NAME_RE)
+    role: str
+    count: int = Field(default=1, ge=1, le=100)
+    model: str | None = None
+    tools: list[str] | None = None
+
+
+class TaskSpec(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    title: str
+    description: str = ""
+    role: str | None = None
+    agent: str | None = None
+    needs: list[str] = Field(default_factory=list)
+    max_turns: int | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class Phase(Strict):
+    name: str
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+class CustomTopology(Strict):
+    kind: Literal["mesh", "star", "ring", "hierarchical", "custom"]
+    edges: list[tuple[str, str]] = Field(default_factory=list)
+    hub: str | None = None
+
+
+class SwarmConfig(Strict):
+    name: str = Field(pattern=NAME_RE)
+    goal: str
+    repo: str = "."
+    topology: str | CustomTopology = "mesh"
+    model: str = "anthropic/claude-sonnet-4-5"
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    budget: Budget = Field(default_factory=Budget)
+    workspace: Literal["shared"] = "shared"
+    lease_s: float = Field(default=30.0, gt=0)
+    permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)
+    agents: list[AgentSpec] = Field(min_length=1)
+    phases: list[Phase] = Field(min_length=1)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in v:
+            if name not in PROVIDERS:
+                raise ValueError(f"unknown provider {name!r} (known: {', '.join(PROVIDERS)})")
+        return v
+
+
+class AgentInstance(BaseModel):
+    """One running agent after `count` expansion."""
+
+    name: str
+    role: str
+    model: str
+    tools: list[str]
+    prompt: str
+    description: str = ""
+    permissions: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadedConfig(BaseModel):
+    """A validated config plus everything resolved from it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    config: SwarmConfig
+    agents: list[AgentInstance]
+    tasks: list[tuple[str, TaskSpec]]  # (phase name, task) in config order
+    topology_kind: str
+    topology_edges: list[tuple[str, str]]
+
+    @property
+    def graph(self) -> nx.Graph:
+        g = nx.Graph()
+        g.add_nodes_from(a.name for a in self.agents)
+        g.add_edges_from(self.topology_edges)
+        return g
+
+
+def split_model(model: str) -> tuple[str, str]:
+    m = MODEL_RE.match(model)
+    if not m:
+        raise ValueError(f"model must be 'provider/model', got {model!r}")
+    if m["provider"] not in PROVIDERS:
+        raise ValueError(f"unknown provider {m['provider']!r} (known: {', '.join(PROVIDERS)})")
+    return m["provider"], m["model"]
+
+
+def load_config(path: Path | str, roles: dict[str, RoleCard] | None = None) -> LoadedConfig:
+    path = Path(path)
+    src = YamlSource(path)
+    if not isinstance(src.data, dict):
+        raise ConfigError(path, src.line(()), None, "config must be a YAML mapping")
+    try:
+        cfg = SwarmConfig.model_validate(src.data)
+    except ValidationError as exc:
+        raise src.from_validation(exc) from None
+    if roles is None:
+        roles = load_roles(path.parent)
+    return _resolve(src, cfg, roles)
+
+
+def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> LoadedConfig:
+    try:
+        split_model(cfg.model)
+    except ValueError as exc:
+        raise src.error(("model",), str(exc)) from None
+
+    known_tools = set(BUILTIN_TOOL_NAMES) | set(SWARM_TOOL_NAMES)
+    agents: list[AgentInstance] = []
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(cfg.agents):
+        if spec.role not in roles:
+            raise src.error(
+                ("agents", i, "role"),
+                f"unknown role {spec.role!r} (known: {', '.join(sorted(roles)) or 'none'})",
+            )
+        card = roles[spec.role]
+        model = spec.model or card.model or cfg.model
+        try:
+            split_model(model)
+        except ValueError as exc:
+            raise src.error(("agents", i, "model"), str(exc)) from None
+        tools = spec.tools if spec.tools is not None else card.tools
+        for j, tool in enumerate(tools):
+            if tool not in known_tools:
+                loc = ("agents", i, "tools", j) if spec.tools is not None else ("agents", i, "role")
+                where = "" if spec.tools is not None else f" (in role card {card.source})"
+                raise src.error(loc, f"unknown tool {tool!r}{where}")
+        names = (
+            [spec.name] if spec.count == 1 else [f"{spec.name}-{n}" for n in range(1, spec.count + 1)]
+        )
+        for name in names:
+            if name in seen:
+                raise src.error(("agents", i, "name"), f"duplicate agent name {name!r}")
+            seen[name] = i
+            agents.append(
+                AgentInstance(
+                    name=name, role=spec.role, model=model, tools=list(tools),
+                    prompt=card.prompt, description=card.description,
+                    permissions={**card.permissions, **cfg.permissions},
+                )
+            )
+    agent_names = {a.name for a in agents}
+    agent_roles = {a.role for a in agents}
+
+    tasks: list[tuple[str, TaskSpec]] = []
+    where: dict[str, tuple[int, int]] = {}
+    for p, phase in enumerate(cfg.phases):
+        for t, task in enumerate(phase.tasks):
+            loc = ("phases", p, "tasks", t)
+            if task.id in where:
+                raise src.error(loc + ("id",), f"duplicate task id {task.id!r}")
+            where[task.id] = (p, t)
+            if (task.role is None) == (task.agent is None):
+                raise src.error(loc, "a task needs exactly one of 'role' or 'agent'")
+            if task.role is not None and task.role not in agent_roles:
+                raise src.error(
+                    loc + ("role",),
+                    f"no agent has role {task.role!r} (roles: {', '.join(sorted(agent_roles))})",
+                )
+            if task.agent is not None and task.agent not in agent_names:
+                raise src.error(loc + ("agent",), f"unknown agent {task.agent!r}")
+            tasks.append((phase.name, task))
+    deps: nx.DiGraph = nx.DiGraph()
+    for _, task in tasks:
+        deps.add_node(task.id)
+        p, t = where[task.id]
+        for k, need in enumerate(task.needs):
+            if need not in where:
+                raise src.error(
+                    ("phases", p, "tasks", t, "needs", k), f"unknown task id {need!r}"
+                )
+            deps.add_edge(need, task.id)
+    try:
+        cycle = nx.find_cycle(deps)
+    except nx.NetworkXNoCycle:
+        cycle = []
+    if cycle:
+        ids = [a for a, _ in cycle] + [cycle[0][0]]
+        p, t = where[cycle[0][1]]
+        raise src.error(("phases", p, "tasks", t, "needs"), "dependency cycle: " + " -> ".join(ids))
+
+    kind, edges, hub = _topology(src, cfg)
+    for k, (a, b) in enumerate(edges):
+        for end in (a, b):
+            if end not in agent_names:
+                raise src.error(("topology", "edges", k), f"unknown agent {end!r} in edge")
+    if hub is not None and hub not in agent_names:
+        raise src.error(("topology", "hub"), f"unknown agent {hub!r}")
+    graph = build_topology(kind, [(a.name, a.role) for a in agents], edges, hub)
+    return LoadedConfig(
+        path=src.path, config=cfg, agents=agents, tasks=tasks, topology_kind=kind,
+        topology_edges=[(str(a), str(b)) for a, b in graph.edges()],
+    )
+
+
+def _topology(src: YamlSource, cfg: SwarmConfig) -> tuple[str, list[tuple[str, str]], str | None]:
+    topo = cfg.topology
+    if isinstance(topo, CustomTopology):
+        return topo.kind, list(topo.edges), topo.hub
+    if topo in ("mesh", "star", "ring", "hierarchical"):
+        return topo, [], None
+    for folder in data_dirs("topologies", src.path.parent):
+        preset = folder / f"{topo}.yaml"
+        if preset.is_file():
+            psrc = YamlSource(preset)
+            try:
+                t = CustomTopology.model_validate(psrc.data)
+            except ValidationError as exc:
+                raise psrc.from_validation(exc) from None
+            return t.kind, list(t.edges), t.hub
+    raise src.error(
+        ("topology",),
+        f"unknown topology {topo!r}: use mesh, star, ring, hierarchical, a preset in topologies/, "
+        "or {kind: custom, edges: [[a, b], ...]}",
+    )

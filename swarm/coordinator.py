@@ -1,0 +1,217 @@
+"""The coordinator: prepares a run on the blackboard, hosts one Ray actor per agent,
+supervises leases, deaths, budget and wall time, and decides how the run ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
+from swarm.blackboard.board import Blackboard
+from swarm.config import AgentInstance, LoadedConfig, split_model
+from swarm.providers.registry import make_provider, settings_for
+from swarm.tools.base import ToolContext
+from swarm.topology import neighbours
+
+log = logging.getLogger("swarm.coordinator")
+
+EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class AgentSpec(BaseModel):
+    """Everything an actor needs to build its loop; JSON-serialisable."""
+
+    redis_url: str
+    run_id: str
+    agent: AgentInstance
+    swarm: dict[str, Any]
+    providers: dict[str, dict[str, Any]]
+    workspace: str
+    output_dir: str
+
+
+def agent_specs(loaded: LoadedConfig, redis_url: str, run_id: str, repo: Path,
+                run_dir: Path) -> list[AgentSpec]:
+    cfg = loaded.config
+    g = loaded.graph
+    roles = sorted({a.role for a in loaded.agents})
+    names = [a.name for a in loaded.agents]
+    out = []
+    for a in loaded.agents:
+        info = SwarmInfo(
+            name=cfg.name, goal=cfg.goal, neighbours=neighbours(g, a.name), roles=roles,
+            agents=names, max_turns=cfg.budget.max_turns, max_usd=cfg.budget.max_usd,
+            max_tokens=cfg.budget.max_tokens, lease_ms=int(cfg.lease_s * 1000),
+        )
+        out.append(AgentSpec(
+            redis_url=redis_url, run_id=run_id, agent=a, swarm=info.__dict__,
+            providers={k: v.model_dump() for k, v in cfg.providers.items()},
+            workspace=str(repo), output_dir=str(run_dir / "outputs" / a.name),
+        ))
+    return out
+
+
+def build_loop(spec: AgentSpec, board: Blackboard) -> AgentLoop:
+    from swarm.tools.builtin import BUILTIN_TOOLS
+    from swarm.tools.sandbox import PermissionRules
+
+    provider_name, _ = split_model(spec.agent.model)
+    provider = make_provider(settings_for(provider_name, spec.providers))
+    tools = {n: BUILTIN_TOOLS[n] for n in spec.agent.tools if n in BUILTIN_TOOLS}
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ToolContext(
+        workspace=Path(spec.workspace), agent=spec.agent.name,
+        state=BoardState(board, spec.agent.name), locks=BoardLocks(board), output_dir=out_dir,
+    )
+    rules = PermissionRules.model_validate(spec.agent.permissions or {})
+    return AgentLoop(board, spec.agent, SwarmInfo(**spec.swarm), provider, tools, ctx,
+                     permissions=rules)
+
+
+async def run_agent(spec: AgentSpec) -> str:
+    """Host one agent's loop until the run has nothing left for it."""
+    board = Blackboard(spec.redis_url, spec.run_id)
+    loop = build_loop(spec, board)
+    try:
+        await loop.run()
+    finally:
+        await loop.provider.aclose()
+        await board.close()
+    return "done"
+
+
+class AgentActor:
+    """The Ray actor that hosts one agent loop (restarted by Ray if its process dies)."""
+
+    def __init__(self, spec_json: str):
+        self.spec = AgentSpec.model_validate_json(spec_json)
+
+    async def run(self) -> str:
+        return await run_agent(self.spec)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+async def prepare_run(board: Blackboard, loaded: LoadedConfig, repo: Path) -> None:
+    cfg = loaded.config
+    await board.init_run(
+        meta={
+            "name": cfg.name, "goal": cfg.goal, "repo": str(repo),
+            "config_path": str(loaded.path), "config": cfg.model_dump_json(),
+            "topology": loaded.topology_kind, "edges": json.dumps(loaded.topology_edges),
+            "phases": json.dumps([p.name for p in cfg.phases]),
+        },
+        agents=[{"name": a.name, "role": a.role, "model": a.model} for a in loaded.agents],
+    )
+    for phase, task in loaded.tasks:
+        await board.create_task(
+            {"id": task.id, "title": task.title, "description": task.description,
+             "phase": phase, "role": task.role or "", "agent": task.agent or "",
+             "max_attempts": task.max_attempts, "max_turns": task.max_turns or 0,
+             "created_by": "config"},
+            needs=task.needs,
+        )
+
+
+def start_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+        configure_logging=True,
+    )
+    if address is None:
+        kwargs.update(num_cpus=max(os.cpu_count() or 2, 2), object_store_memory=80 * 1024**2)
+    ray.init(address=address, **kwargs)
+
+
+class Coordinator:
+    def __init__(self, board: Blackboard, specs: list[AgentSpec], max_wall_s: float | None,
+                 max_restarts: int = 3):
+        self.board = board
+        self.specs = specs
+        self.max_wall_s = max_wall_s
+        self.max_restarts = max_restarts
+        self.actors: dict[str, Any] = {}
+
+    def spawn(self) -> None:
+        import ray
+
+        start_ray()
+        remote_cls = ray.remote(AgentActor)
+        for spec in self.specs:
+            self.actors[spec.agent.name] = remote_cls.options(  # type: ignore[attr-defined]
+                name=f"swarm-{spec.run_id}-{spec.agent.name}",
+                num_cpus=0,
+                max_restarts=self.max_restarts,
+                max_task_retries=self.max_restarts,
+            ).remote(spec.model_dump_json())
+
+    async def supervise(self) -> str:
+        """Run until every task is completed or failed. Returns the run's final state."""
+        self.spawn()
+        started = time.monotonic()
+        runs = {name: asyncio.ensure_future(self._await_actor(name, a))
+                for name, a in self.actors.items()}
+        state = "completed"
+        try:
+            while True:
+                last = await self.board.last_event_id()
+                await self.board.requeue_expired()
+                tasks = await self.board.tasks()
+                if all(t.status in ("completed", "failed") for t in tasks):
+                    state = "failed" if any(t.status == "failed" for t in tasks) else "completed"
+                    if any(t.error == "budget exhausted" for t in tasks):
+                        state = "budget"
+                    break
+                if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
+                    state = "timeout"
+                    break
+                if all(r.done() for r in runs.values()):
+                    for t in tasks:
+                        if t.status not in ("completed", "failed"):
+                            await self.board.fail(t.id, "", "no live agent left to take it")
+                    continue
+                await self.board.wait_events(last, block_ms=1000)
+        finally:
+            reason = {"timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
+                      "budget": "budget exhausted"}.get(state, "")
+            await self.board.set_state(state, reason)
+            await self._stop(runs)
+        return state
+
+    async def _await_actor(self, name: str, actor: Any) -> None:
+        try:
+            await actor.run.remote()
+        except Exception as exc:  # restarts exhausted, or the loop raised
+            await self.board.update_agent(name, event="agent_dead", data={"error": str(exc)[:500]},
+                                          status="dead")
+
+    async def _stop(self, runs: dict[str, asyncio.Future[None]]) -> None:
+        import ray
+
+        done, pending = await asyncio.wait(list(runs.values()), timeout=5)
+        for fut in pending:
+            fut.cancel()
+        for actor in self.actors.values():
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+
+
+def exit_code_for(state: str) -> int:
+    return {"completed": EXIT_OK, "failed": EXIT_TASK_FAILED, "budget": EXIT_BUDGET,
+            "timeout": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED}.get(state, EXIT_TASK_FAILED)

@@ -1,0 +1,77 @@
+"""The provider interface every adapter implements, and the one error type they raise."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from swarm.providers.types import Message, ModelResponse, ToolSpec
+
+
+class ProviderError(Exception):
+    """A provider failure, classified once so the single retry layer can decide."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+        provider: str = "",
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.provider = provider
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        max_tokens: int,
+    ) -> ModelResponse:
+        """One model turn. Raises ProviderError; never retries by itself."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def retry_after_from_headers(headers: object) -> float | None:
+    """retry-after-ms, then retry-after (seconds), as the providers send them."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    ms = get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    s = get("retry-after")
+    if s:
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    return None
+
+
+def classify_status(status: int, headers: object) -> bool:
+    get = getattr(headers, "get", None)
+    should = get("x-should-retry") if get else None
+    if should == "true":
+        return True
+    if should == "false":
+        return False
+    return status in RETRYABLE_STATUS or status >= 500

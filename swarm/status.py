@@ -1,0 +1,113 @@
+"""A run's state as one snapshot, read from the blackboard (used by status, dashboard, report)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from swarm.blackboard.board import Blackboard
+
+
+class TaskRow(BaseModel):
+    id: str
+    title: str
+    phase: str
+    status: str
+    assignee: str
+    attempts: int
+    role: str = ""
+    agent: str = ""
+    needs: list[str] = []
+    result: str = ""
+    error: str = ""
+
+
+class AgentRow(BaseModel):
+    name: str
+    role: str
+    model: str = ""
+    status: str
+    task: str
+    waiting_for: list[str] = []
+    pid: int | None = None
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+
+
+class UsageRow(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    usd: float = 0.0
+    turns: int = 0
+    requests: int = 0
+
+
+class PhaseRow(BaseModel):
+    name: str
+    total: int
+    completed: int
+    failed: int
+
+
+class Snapshot(BaseModel):
+    run_id: str
+    name: str
+    state: str
+    reason: str = ""
+    repo: str = ""
+    created_ms: int = 0
+    finished_ms: int = 0
+    tasks: list[TaskRow]
+    agents: list[AgentRow]
+    phases: list[PhaseRow]
+    usage: UsageRow
+
+
+def _usage(raw: dict[str, float]) -> UsageRow:
+    return UsageRow(**{k: (v if k == "usd" else int(v)) for k, v in raw.items()
+                       if k in UsageRow.model_fields})
+
+
+async def snapshot(board: Blackboard) -> Snapshot:
+    meta = await board.meta()
+    tasks = await board.tasks()
+    agents = []
+    for a in await board.agents():
+        u = _usage(await board.usage("agent", a.get("name", "")))
+        pid = a.get("pid")
+        agents.append(AgentRow(
+            name=a.get("name", ""), role=a.get("role", ""), model=a.get("model", ""),
+            status=a.get("status", ""), task=a.get("task", ""),
+            waiting_for=[w for w in a.get("waiting_for", "").split(",") if w],
+            pid=int(pid) if pid else None, turns=u.turns, input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens, usd=round(u.usd, 6),
+        ))
+    phase_names: list[str] = json.loads(meta.get("phases") or "[]")
+    for t in tasks:
+        if t.phase and t.phase not in phase_names:
+            phase_names.append(t.phase)
+    phases = []
+    for p in phase_names:
+        mine = [t for t in tasks if t.phase == p]
+        phases.append(PhaseRow(name=p, total=len(mine),
+                               completed=sum(t.status == "completed" for t in mine),
+                               failed=sum(t.status == "failed" for t in mine)))
+    return Snapshot(
+        run_id=board.run_id, name=meta.get("name", ""), state=meta.get("state", "unknown"),
+        reason=meta.get("reason", ""), repo=meta.get("repo", ""),
+        created_ms=int(meta.get("created") or 0), finished_ms=int(meta.get("finished") or 0),
+        tasks=[TaskRow(id=t.id, title=t.title, phase=t.phase, status=t.status,
+                       assignee=t.assignee, attempts=t.attempts, role=t.role, agent=t.agent,
+                       needs=t.needs, result=t.result, error=t.error) for t in tasks],
+        agents=agents, phases=phases, usage=_usage(await board.usage()),
+    )
+
+
+def to_json(snap: Snapshot) -> dict[str, Any]:
+    return snap.model_dump()

@@ -1,0 +1,159 @@
+"""The blackboard on a real Redis: atomic claims, leases, dependencies, events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from swarm.blackboard.board import Blackboard
+
+
+async def add(board: Blackboard, tid: str, needs: list[str] | None = None, role: str = "dev",
+              agent: str = "", max_attempts: int = 3) -> None:
+    assert await board.create_task(
+        {"id": tid, "title": tid.upper(), "role": role, "agent": agent, "phase": "p",
+         "max_attempts": max_attempts}, needs=needs or [])
+
+
+async def test_fifty_concurrent_claimers_never_double_claim(board: Blackboard) -> None:
+    for i in range(30):
+        await add(board, f"t{i}")
+    boards = [Blackboard(board.url, board.run_id) for _ in range(50)]
+    claimed: list[tuple[str, str]] = []
+
+    async def claimer(n: int, b: Blackboard) -> None:
+        while (c := await b.claim(f"agent-{n}", "dev", 60_000)) is not None:
+            if c[1] == "resumed":  # re-attaching to its own task: finish it first
+                assert await b.complete(c[0], f"agent-{n}", "ok")
+                continue
+            claimed.append((c[0], f"agent-{n}"))
+            assert await b.complete(c[0], f"agent-{n}", "ok")
+
+    await asyncio.gather(*(claimer(n, b) for n, b in enumerate(boards)))
+    for b in boards:
+        await b.close()
+    per_task = Counter(t for t, _ in claimed)
+    assert sorted(per_task) == sorted(f"t{i}" for i in range(30))
+    assert set(per_task.values()) == {1}
+    events = await board.events()
+    assert Counter(e.type for e in events)["task_claimed"] == 30
+    assert Counter(e.type for e in events)["task_completed"] == 30
+    assert all(t.status == "completed" and t.attempts == 1 for t in await board.tasks())
+
+
+async def test_claim_respects_role_and_agent(board: Blackboard) -> None:
+    await add(board, "for-doc", role="doc")
+    await add(board, "for-bob", role="dev", agent="bob")
+    assert await board.claim("alice", "dev", 1000) is None
+    assert (await board.claim("bob", "dev", 1000))[:2] == ("for-bob", "claimed")  # type: ignore[index]
+    assert (await board.claim("carol", "doc", 1000))[:2] == ("for-doc", "claimed")  # type: ignore[index]
+
+
+async def test_dependencies_promote_only_when_all_needs_complete(board: Blackboard) -> None:
+    await add(board, "a")
+    await add(board, "b")
+    await add(board, "c", needs=["a", "b"])
+    assert (await board.task("c")).status == "pending"  # type: ignore[union-attr]
+    for tid in ("a", "b"):
+        c = await board.claim("x", "dev", 10_000)
+        assert c is not None and c[0] == tid
+        assert await board.complete(tid, "x", "done")
+        expected = "ready" if tid == "b" else "pending"
+        assert (await board.task("c")).status == expected  # type: ignore[union-attr]
+
+
+async def test_task_never_completes_twice(board: Blackboard) -> None:
+    await add(board, "a")
+    await board.claim("x", "dev", 10_000)
+    assert not await board.complete("a", "intruder", "mine")
+    assert await board.complete("a", "x", "first")
+    assert not await board.complete("a", "x", "second")
+    assert not await board.fail("a", "x", "late")
+    t = await board.task("a")
+    assert t is not None and t.status == "completed" and t.result == "first"
+    assert [e.type for e in await board.events()].count("task_completed") == 1
+
+
+async def test_expired_lease_requeues_then_fails_after_attempts(board: Blackboard) -> None:
+    await add(board, "a", max_attempts=2)
+    await add(board, "child", needs=["a"])
+    c = await board.claim("x", "dev", 50)
+    assert c == ("a", "claimed", 1)
+    assert await board.requeue_expired() == 0  # not yet expired
+    await asyncio.sleep(0.12)
+    assert not await board.heartbeat("a", "y", 1000)  # not the holder
+    assert await board.requeue_expired() == 1
+    t = await board.task("a")
+    assert t is not None and t.status == "ready" and t.assignee == ""
+    assert not await board.heartbeat("a", "x", 1000)  # the lease is gone
+    assert not await board.complete("a", "x", "too late")
+    c = await board.claim("y", "dev", 50)
+    assert c == ("a", "claimed", 2)
+    await asyncio.sleep(0.12)
+    assert await board.requeue_expired() == 1
+    a, child = await board.task("a"), await board.task("child")
+    assert a is not None and a.status == "failed" and "lease expired after 2 attempts" in a.error
+    assert child is not None and child.status == "failed"
+    assert child.error == "dependency a failed"
+    types = [e.type for e in await board.events()]
+    assert types.count("task_requeued") == 1 and types.count("task_failed") == 2
+
+
+async def test_heartbeat_keeps_the_lease(board: Blackboard) -> None:
+    await add(board, "a")
+    await board.claim("x", "dev", 150)
+    for _ in range(4):
+        await asyncio.sleep(0.06)
+        assert await board.heartbeat("a", "x", 150)
+    assert await board.requeue_expired() == 0
+
+
+async def test_restarted_agent_resumes_its_own_claim(board: Blackboard) -> None:
+    await add(board, "a")
+    await add(board, "b")
+    assert await board.claim("x", "dev", 10_000) == ("a", "claimed", 1)
+    assert await board.claim("x", "dev", 10_000) == ("a", "resumed", 1)
+
+
+async def test_waiting_blocks_until_an_event(board: Blackboard) -> None:
+    last = await board.last_event_id()
+    start = time.monotonic()
+    assert await board.wait_events(last, block_ms=200) == []
+    assert time.monotonic() - start >= 0.15
+
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        await add(board, "late")
+
+    waiter = asyncio.create_task(board.wait_events(last, block_ms=5000))
+    await later()
+    events = await asyncio.wait_for(waiter, 2)
+    assert [e.type for e in events] == ["task_created"]
+
+
+async def test_path_lock_serialises(board: Blackboard) -> None:
+    inside = 0
+    peak = 0
+
+    async def writer() -> None:
+        nonlocal inside, peak
+        async with board.path_lock("src/x.py"):
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(writer() for _ in range(10)))
+    assert peak == 1
+
+
+async def test_sessions_and_usage_in_one_turn(board: Blackboard) -> None:
+    await board.record_turn("x", "a", [{"role": "user", "content": []}],
+                            usage={"input_tokens": 10, "output_tokens": 5, "usd": 0.25},
+                            events=[("model_turn", {"turn": 1})])
+    await board.record_turn("x", "a", [{"role": "assistant", "content": []}],
+                            usage={"input_tokens": 1, "usd": 0.5})
+    assert [m["role"] for m in await board.session("a")] == ["user", "assistant"]
+    assert await board.usage() == {"input_tokens": 11.0, "output_tokens": 5.0, "usd": 0.75}
+    assert (await board.usage("agent", "x"))["usd"] == 0.75
