@@ -30,8 +30,9 @@ Configuring each SDK
 
 Anthropic appends ``/v1/messages`` to its base URL; OpenAI appends ``/chat/completions``
 to its base URL, hence the ``/v1``; Mistral appends ``/v1/chat/completions`` to
-``server_url``. Any non-empty key is accepted (Anthropic: ``x-api-key``; OpenAI/Mistral:
-``Authorization: Bearer``); a missing key gets 401 like the real APIs.
+``server_url``. Any non-empty key is accepted (Anthropic: ``x-api-key`` or
+``Authorization: Bearer``, which anthropic>=2 sends; OpenAI/Mistral: ``Authorization:
+Bearer``); a missing key gets 401 like the real APIs.
 
 Script
 ------

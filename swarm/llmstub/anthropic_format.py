@@ -18,6 +18,7 @@ from swarm.llmstub.wire import (
     chunk_text,
     content_text,
     describe_json_type,
+    partial_text,
     random_id,
     seeded_id,
     sse,
@@ -310,15 +311,13 @@ class AnthropicFormat:
                 },
                 "content_block_start",
             )
-            for piece in chunk_text(turn.text):
+            for piece in chunk_text(turn.text if fail is None else partial_text(turn.text)):
                 await pause()
                 delta = {"type": "text_delta", "text": piece}
                 yield sse(
                     {"type": "content_block_delta", "index": index, "delta": delta},
                     "content_block_delta",
                 )
-                if fail is not None:
-                    break
             if fail is None:
                 yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
             index += 1

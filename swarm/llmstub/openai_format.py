@@ -25,6 +25,7 @@ from swarm.llmstub.wire import (
     chunk_text,
     content_text,
     describe_json_type,
+    partial_text,
     random_id,
     seeded_id,
     sse,
@@ -308,11 +309,10 @@ class OpenAIFormat:
                 await asyncio.sleep(chunk_delay_s)
 
         yield chunk({"role": "assistant", "content": ""})
-        for piece in chunk_text(turn.text) if turn.text else []:
+        text = turn.text if fail is None else partial_text(turn.text or "")
+        for piece in chunk_text(text) if text else []:
             await pause()
             yield chunk({"content": piece})
-            if fail is not None:
-                break
         if fail is not None:
             yield sse(self._stream_error(fail))
             return

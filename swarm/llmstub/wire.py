@@ -155,6 +155,14 @@ def chunk_text(text: str, words_per_chunk: int = 3) -> list[str]:
     ] or [""]
 
 
+def partial_text(text: str) -> str:
+    """The first half of a text (by words), as streamed before an injected stream error."""
+    words = _WORDS.findall(text)
+    if len(words) <= 1:
+        return text[: max(1, len(text) // 2)]
+    return "".join(words[: len(words) // 2])
+
+
 def chunk_json(payload: str, size: int = 24) -> list[str]:
     return [payload[i : i + size] for i in range(0, len(payload), size)] or [""]
 

@@ -66,18 +66,27 @@ SCRIPT = StubScript.model_validate(
     }
 )
 STRICT_ONLY = StubScript.model_validate(
-    {"conversations": [{"agent": "fixer", "task": "fix-bug", "turns": [{"text": "a"}, {"text": "b"}]}]}
+    {
+        "conversations": [
+            {"agent": "fixer", "task": "fix-bug", "turns": [{"text": "a"}, {"text": "b"}]}
+        ]
+    }
 )
 
 
 def a_body(
-    system: str = "Agent: fixer",
+    system: Any = "Agent: fixer",
     task: str = "fix-bug",
     history: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     messages = [{"role": "user", "content": f"Task {task}: do it"}, *(history or [])]
-    return {"model": "claude-test", "max_tokens": 64, "system": system, "messages": messages} | extra
+    return {
+        "model": "claude-test",
+        "max_tokens": 64,
+        "system": system,
+        "messages": messages,
+    } | extra
 
 
 def o_body(
@@ -242,7 +251,11 @@ def test_defaults_when_match_is_omitted() -> None:
             "conversations[0].turns[0].faults[0]: an http fault needs a status",
         ),
         (
-            {"conversations": [{"turns": [{"text": "x", "faults": [{"kind": "drop", "status": 500}]}]}]},
+            {
+                "conversations": [
+                    {"turns": [{"text": "x", "faults": [{"kind": "drop", "status": 500}]}]}
+                ]
+            },
             "conversations[0].turns[0].faults[0]: a 'drop' fault takes no status",
         ),
         (
@@ -294,7 +307,9 @@ def test_validation_errors_name_the_source_and_field(data: dict[str, Any], fragm
 
 def test_load_script_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("conversations:\n  - turns:\n      - {text: ok, faults: [{kind: drop, status: 1}]}\n")
+    bad.write_text(
+        "conversations:\n  - turns:\n      - {text: ok, faults: [{kind: drop, status: 1}]}\n"
+    )
     with pytest.raises(ScriptError, match=re.escape(str(bad))):
         load_script(bad)
     broken = tmp_path / "broken.yaml"
@@ -318,7 +333,9 @@ def test_load_script_errors_name_the_file(tmp_path: Path) -> None:
         (None, None, "*/*"),
     ],
 )
-def test_the_most_specific_conversation_wins(agent: str | None, task: str | None, label: str) -> None:
+def test_the_most_specific_conversation_wins(
+    agent: str | None, task: str | None, label: str
+) -> None:
     found = SCRIPT.find(agent, task)
     assert found is not None and found[1].label == label
 
@@ -456,8 +473,16 @@ async def test_failed_expectations_say_what_was_expected(stub: Stub) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, 400, "max_tokens: Field required"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, 400, "model: Field required"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            400,
+            "max_tokens: Field required",
+        ),
+        (
+            {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+            400,
+            "model: Field required",
+        ),
         ({"model": "m", "max_tokens": 5, "messages": []}, 400, "at least one message"),
         (
             {"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": "x"}]},
@@ -480,7 +505,9 @@ async def test_failed_expectations_say_what_was_expected(stub: Stub) -> None:
                     {"role": "assistant", "content": "no tools here"},
                     {
                         "role": "user",
-                        "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}],
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}
+                        ],
                     },
                 ]
             ),
@@ -625,7 +652,9 @@ async def test_openai_multi_turn_with_tool_results(stub: Stub) -> None:
         {"file_path": "calc.py"},
         {"pattern": "add"},
     ]
-    history = o_tool_turn([c["id"] for c in calls], {calls[0]["id"]: "def add", calls[1]["id"]: "x"})
+    history = o_tool_turn(
+        [c["id"] for c in calls], {calls[0]["id"]: "def add", calls[1]["id"]: "x"}
+    )
     second = await stub.openai(o_body(history=history))
     assert second.status_code == 200, second.text
     assert second.json()["choices"][0]["message"]["content"] == "Fixed."
@@ -666,7 +695,9 @@ async def test_mistral_ids_are_nine_alphanumerics_and_accepted_back(stub: Stub) 
 
 
 async def test_forced_dialect_routes(stub: Stub) -> None:
-    forced = await stub.client.post("/mistral/v1/chat/completions", json=o_body(), headers=O_HEADERS)
+    forced = await stub.client.post(
+        "/mistral/v1/chat/completions", json=o_body(), headers=O_HEADERS
+    )
     assert forced.status_code == 200 and stub.app.log[-1].provider == "mistral"
     plain = await stub.client.post("/openai/v1/chat/completions", json=o_body(), headers=M_HEADERS)
     assert plain.status_code == 200 and stub.app.log[-1].provider == "openai"
