@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.blackboard.board import Blackboard, TaskView
+from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter
 from swarm.config import AgentInstance
 from swarm.providers.base import Provider, ProviderError
 from swarm.providers.pricing import cost_usd
 from swarm.providers.repair import repair
 from swarm.providers.retry import RetryPolicy, with_retries
-from swarm.providers.types import Message, ToolResult, ToolSpec
+from swarm.providers.types import Message, ModelResponse, ToolResult, ToolSpec, Usage
 from swarm.tools.base import Tool, ToolContext
 from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
 
@@ -99,6 +100,7 @@ class AgentLoop:
         ctx: ToolContext,
         retry: RetryPolicy | None = None,
         permissions: Any = None,
+        limiter: RateLimiter | None = None,
     ):
         self.board = board
         self.agent = agent
@@ -106,6 +108,8 @@ class AgentLoop:
         self.provider = provider
         self.model = agent.model.split("/", 1)[1]
         self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.budget = Budget(board.r, board.run_id, swarm.max_usd, swarm.max_tokens)
         self.handle = SwarmHandle(board=board, agent=agent.name, role=agent.role,
                                   neighbours=swarm.neighbours, roles=swarm.roles,
                                   agents=swarm.agents)
@@ -114,6 +118,7 @@ class AgentLoop:
         self.tools = {**tools, **SWARM_TOOLS}
         self.specs: list[ToolSpec] = [t.spec() for t in self.tools.values()]
         self.system = system_prompt(agent, swarm)
+        self._fixed_chars = len(self.system) + sum(len(t.model_dump_json()) for t in self.specs)
         from swarm.tools.runner import ToolRunner
 
         self.runner = ToolRunner(self.tools, ctx, permissions, self._tool_event)
@@ -223,28 +228,31 @@ class AgentLoop:
             await self._finish(task.id, last.text)
             return
         max_turns = task.max_turns or self.swarm.max_turns
+        # The budget and the rate limiter need the request's size before it is sent:
+        # about 4 characters a token; the real usage settles the reservation afterwards.
         turns = sum(1 for m in messages if m.role == "assistant")
+        chars = self._fixed_chars + sum(len(m.model_dump_json()) for m in messages)
         while True:
             if turns >= max_turns:
                 await self.board.fail(task.id, name, f"max_turns ({max_turns}) reached")
                 return
-            if await self._over_budget():
-                await self.board.fail(task.id, name, "budget exhausted")
+            est_in, est_out = chars // 4 + 1, min(self.swarm.max_output_tokens, 1024)
+            try:
+                reservation = await self.budget.reserve(
+                    cost_usd(self.agent.model, Usage(input_tokens=est_in, output_tokens=est_out)),
+                    est_in + est_out,
+                )
+            except BudgetExhausted as exc:
+                await self.board.release(task.id, name, exc.reason)
                 return
-
-            async def on_retry(attempt: int, exc: ProviderError, delay: float) -> None:
-                await self.board.emit("provider_retry", task=task.id, agent=name,
-                                      data={"attempt": attempt, "status": exc.status,
-                                            "delay_s": round(delay, 3), "error": str(exc)[:300]})
-
-            resp, attempts = await with_retries(
-                lambda: self.provider.complete(
-                    model=self.model, system=self.system, messages=messages, tools=self.specs,
-                    max_tokens=self.swarm.max_output_tokens,
-                ),
-                self.retry,
-                on_retry,
-            )
+            try:
+                resp, attempts = await with_retries(
+                    lambda: self._request(messages, est_in), self.retry,
+                    lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
+                )
+            except BaseException:
+                await self.budget.release(reservation)
+                raise
             turns += 1
             u = resp.usage
             usd = cost_usd(self.agent.model, u)
@@ -254,13 +262,14 @@ class AgentLoop:
                        "cache_read_tokens": u.cache_read_tokens,
                        "cache_creation_tokens": u.cache_creation_tokens, "usd": usd,
                        "turns": 1, "requests": attempts},
-                agent_fields={"turns_task": turns},
+                agent_fields={"turns_task": turns}, settle=reservation,
                 events=[("model_turn", {"turn": turns, "input_tokens": u.input_tokens,
                                         "output_tokens": u.output_tokens, "usd": usd,
                                         "tool_calls": [c.name for c in resp.message.tool_calls],
                                         "attempts": attempts})],
             )
             messages.append(resp.message)
+            chars += len(resp.message.model_dump_json())
             calls = resp.message.tool_calls
             if not calls:
                 await self._finish(task.id, resp.message.text)
@@ -277,22 +286,35 @@ class AgentLoop:
             reply = Message(role="user", content=list(results))
             await self.board.record_turn(name, task.id, [reply.model_dump()], events=events)
             messages.append(reply)
+            chars += len(reply.model_dump_json())
             if self.handle.failed_reason is not None:
                 await self.board.fail(task.id, name, self.handle.failed_reason)
                 return
 
+    async def _request(self, messages: list[Message], est_tokens: int) -> ModelResponse:
+        """One attempt: wait for the credential's shared rate limit, then call the model."""
+        slot = (self.limiter.slot(est_tokens) if self.limiter is not None and self.limiter.enabled
+                else contextlib.nullcontext(0.0))
+        try:
+            async with slot:
+                return await self.provider.complete(
+                    model=self.model, system=self.system, messages=messages, tools=self.specs,
+                    max_tokens=self.swarm.max_output_tokens,
+                )
+        except ProviderError as exc:
+            if exc.status == 429 and self.limiter is not None:
+                await self.limiter.block_for(exc.retry_after_s or 1.0)
+            raise
+
+    async def _on_retry(self, task_id: str, attempt: int, exc: ProviderError, delay: float
+                        ) -> None:
+        await self.board.emit("provider_retry", task=task_id, agent=self.agent.name,
+                              data={"attempt": attempt, "status": exc.status,
+                                    "delay_s": round(delay, 3), "error": str(exc)[:300]})
+
     async def _finish(self, task_id: str, text: str) -> None:
         if not await self.board.complete(task_id, self.agent.name, text.strip() or "(done)"):
             await self.board.emit("complete_refused", task=task_id, agent=self.agent.name)
-
-    async def _over_budget(self) -> bool:
-        if self.swarm.max_usd is None and self.swarm.max_tokens is None:
-            return False
-        usage = await self.board.usage()
-        if self.swarm.max_usd is not None and usage.get("usd", 0.0) >= self.swarm.max_usd:
-            return True
-        tokens = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
-        return self.swarm.max_tokens is not None and tokens >= self.swarm.max_tokens
 
 
 def _summary(tool: str, args: dict[str, Any]) -> str:

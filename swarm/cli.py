@@ -183,7 +183,7 @@ def tool(
     """Run one tool in a workspace and print its result."""
     from swarm.tools.base import ToolContext
     from swarm.tools.builtin import BUILTIN_TOOLS, MemoryLocks, MemoryState
-    from swarm.tools.runner import ToolRunner
+    from swarm.tools.repo_tools import run_tool
 
     try:
         args = json.loads(args_json)
@@ -195,9 +195,10 @@ def tool(
         _fail(BadInput(f"--repo: {repo} is not a directory"))
     ctx = ToolContext(workspace=repo.resolve(), agent="cli", state=MemoryState(),
                       locks=MemoryLocks())
-    if name not in BUILTIN_TOOLS:
-        _fail(BadInput(f"NAME: unknown tool {name!r} (tools: {', '.join(BUILTIN_TOOLS)})"))
-    out = asyncio.run(ToolRunner(dict(BUILTIN_TOOLS), ctx, None, None).run(name, args))
+    try:  # built-in tools, the repo's command tools and MCP tools (mcp__server__tool)
+        out = asyncio.run(run_tool(repo.resolve(), name, args, ctx, dict(BUILTIN_TOOLS)))
+    except SwarmError as exc:  # unknown tool (the message lists them), bad tools/*.yaml
+        _fail(exc)
     print(out.text)
     raise typer.Exit(1 if out.is_error else 0)
 

@@ -22,6 +22,8 @@ from swarm.yamlsource import YamlSource
 PROVIDERS = ("anthropic", "openai", "mistral", "copilot")
 NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
 MODEL_RE = re.compile(r"^(?P<provider>[a-z0-9_-]+)/(?P<model>\S+)$")
+#: ``mcp:<server>`` offers every tool of a server of <repo>/tools/mcp.yaml (checked at agent start).
+MCP_TOOL_RE = re.compile(r"^mcp:[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,31}$")
 
 
 class Strict(BaseModel):
@@ -31,8 +33,10 @@ class Strict(BaseModel):
 class ProviderConfig(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0)
+    # shared by every agent using the same credential; None switches a limit off
+    requests_per_minute: int | None = Field(default=500, gt=0)
+    tokens_per_minute: int | None = Field(default=2_000_000, gt=0)
+    rate_window_s: float = Field(default=60.0, gt=0)  # the window the limits count over
 
 
 class Budget(Strict):
@@ -173,10 +177,11 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
             raise src.error(("agents", i, "model"), str(exc)) from None
         tools = spec.tools if spec.tools is not None else card.tools
         for j, tool in enumerate(tools):
-            if tool not in known_tools:
+            if tool not in known_tools and not MCP_TOOL_RE.match(tool):
                 loc = ("agents", i, "tools", j) if spec.tools is not None else ("agents", i, "role")
                 where = "" if spec.tools is not None else f" (in role card {card.source})"
-                raise src.error(loc, f"unknown tool {tool!r}{where}")
+                hint = " (an MCP server is mcp:<server name>)" if tool.startswith("mcp") else ""
+                raise src.error(loc, f"unknown tool {tool!r}{where}{hint}")
         names = (
             [spec.name] if spec.count == 1 else [f"{spec.name}-{n}" for n in range(1, spec.count + 1)]
         )

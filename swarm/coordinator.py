@@ -15,9 +15,10 @@ from pydantic import BaseModel
 
 from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
 from swarm.blackboard.board import Blackboard
-from swarm.config import AgentInstance, LoadedConfig, split_model
+from swarm.blackboard.limits import RateLimiter, credential_id
+from swarm.config import AgentInstance, LoadedConfig, ProviderConfig, split_model
 from swarm.providers.registry import make_provider, settings_for
-from swarm.tools.base import ToolContext
+from swarm.tools.base import Tool, ToolContext
 from swarm.topology import neighbours
 
 log = logging.getLogger("swarm.coordinator")
@@ -58,13 +59,23 @@ def agent_specs(loaded: LoadedConfig, redis_url: str, run_id: str, repo: Path,
     return out
 
 
-def build_loop(spec: AgentSpec, board: Blackboard) -> AgentLoop:
+def build_loop(spec: AgentSpec, board: Blackboard,
+               repo_tools: dict[str, Tool] | None = None) -> AgentLoop:
+    """The agent's loop; ``repo_tools``: its command and MCP tools (``load_repo_tools``)."""
     from swarm.tools.builtin import BUILTIN_TOOLS
     from swarm.tools.sandbox import PermissionRules
 
     provider_name, _ = split_model(spec.agent.model)
-    provider = make_provider(settings_for(provider_name, spec.providers))
-    tools = {n: BUILTIN_TOOLS[n] for n in spec.agent.tools if n in BUILTIN_TOOLS}
+    settings = settings_for(provider_name, spec.providers)
+    provider = make_provider(settings)
+    limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
+    limiter = RateLimiter(
+        board.r, credential_id(provider_name, os.environ.get(settings.api_key_env, ""),
+                               settings.base_url),
+        limits.requests_per_minute, limits.tokens_per_minute, limits.rate_window_s,
+    )
+    tools: dict[str, Tool] = {n: BUILTIN_TOOLS[n] for n in spec.agent.tools if n in BUILTIN_TOOLS}
+    tools.update(repo_tools or {})
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ToolContext(
@@ -73,17 +84,26 @@ def build_loop(spec: AgentSpec, board: Blackboard) -> AgentLoop:
     )
     rules = PermissionRules.model_validate(spec.agent.permissions or {})
     return AgentLoop(board, spec.agent, SwarmInfo(**spec.swarm), provider, tools, ctx,
-                     permissions=rules)
+                     permissions=rules, limiter=limiter)
 
 
 async def run_agent(spec: AgentSpec) -> str:
     """Host one agent's loop until the run has nothing left for it."""
+    from swarm.tools.repo_tools import load_repo_tools
+
     board = Blackboard(spec.redis_url, spec.run_id)
-    loop = build_loop(spec, board)
+    hub = None
     try:
-        await loop.run()
+        repo_tools, hub = await load_repo_tools(Path(spec.workspace), spec.agent.role,
+                                                spec.agent.tools)
+        loop = build_loop(spec, board, repo_tools)
+        try:
+            await loop.run()
+        finally:
+            await loop.provider.aclose()
     finally:
-        await loop.provider.aclose()
+        if hub is not None:
+            await hub.aclose()  # no MCP server outlives the loop
         await board.close()
     return "done"
 
@@ -165,16 +185,18 @@ class Coordinator:
         started = time.monotonic()
         runs = {name: asyncio.ensure_future(self._await_actor(name, a))
                 for name, a in self.actors.items()}
-        state = "completed"
+        state = "interrupted"  # unless the loop below ends normally
         try:
             while True:
                 last = await self.board.last_event_id()
                 await self.board.requeue_expired()
+                meta_state = (await self.board.meta()).get("state", "running")
+                if meta_state != "running":  # an agent found the budget spent
+                    state = meta_state
+                    break
                 tasks = await self.board.tasks()
                 if all(t.status in ("completed", "failed") for t in tasks):
                     state = "failed" if any(t.status == "failed" for t in tasks) else "completed"
-                    if any(t.error == "budget exhausted" for t in tasks):
-                        state = "budget"
                     break
                 if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
                     state = "timeout"
@@ -186,9 +208,10 @@ class Coordinator:
                     continue
                 await self.board.wait_events(last, block_ms=1000)
         finally:
-            reason = {"timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
-                      "budget": "budget exhausted"}.get(state, "")
-            await self.board.set_state(state, reason)
+            if state in ("completed", "failed", "timeout", "interrupted"):
+                reason = {"timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
+                          "interrupted": "interrupted; swarm resume RUN continues"}.get(state, "")
+                await self.board.set_state(state, reason)
             await self._stop(runs)
         return state
 

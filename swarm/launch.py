@@ -84,8 +84,7 @@ async def _launch(loaded: LoadedConfig, repo: Path, run_id: str, mode: str,
         try:
             state = await coordinator.supervise()
         except (KeyboardInterrupt, asyncio.CancelledError):
-            await board.set_state("interrupted", "interrupted by the user")
-            state = "interrupted"
+            state = "interrupted"  # the coordinator stored it
         finally:
             stop.set()
             await asyncio.wait_for(view, timeout=10)

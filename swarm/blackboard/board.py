@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from swarm.blackboard import lua
+from swarm.blackboard.limits import Reservation
 from swarm.blackboard.keys import RUNS, Keys
 
 TERMINAL = ("completed", "failed")
@@ -81,6 +82,7 @@ class Blackboard:
         self._requeue = self.r.register_script(lua.REQUEUE_EXPIRED)
         self._create = self.r.register_script(lua.CREATE)
         self._unlock = self.r.register_script(lua.LOCK_RELEASE)
+        self._release = self.r.register_script(lua.RELEASE)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -149,6 +151,10 @@ class Blackboard:
     async def fail(self, task_id: str, agent: str, reason: str) -> bool:
         return bool(await self._fail(args=[self.k.prefix, task_id, agent, reason]))
 
+    async def release(self, task_id: str, agent: str, reason: str) -> bool:
+        """Give a claimed task back to the queue without counting the attempt."""
+        return bool(await self._release(args=[self.k.prefix, task_id, agent, reason]))
+
     async def requeue_expired(self) -> int:
         return int(await self._requeue(args=[self.k.prefix]))
 
@@ -209,10 +215,15 @@ class Blackboard:
     async def record_turn(
         self, agent: str, task_id: str, messages: list[dict[str, Any]],
         usage: dict[str, float] | None = None, agent_fields: dict[str, Any] | None = None,
-        events: list[tuple[str, dict[str, Any]]] = (),  # type: ignore[assignment]
+        events: list[tuple[str, dict[str, Any]]] | None = None,
+        settle: Reservation | None = None,
     ) -> None:
-        """Append messages, usage, agent state and events of one turn in one transaction."""
+        """Append messages, usage, agent state and events of one turn in one transaction
+        (and release the turn's budget reservation in the same one)."""
         pipe = self.r.pipeline(transaction=True)
+        if settle is not None:
+            pipe.hincrbyfloat(self.k.budget, "reserved_usd", -settle.usd)
+            pipe.hincrby(self.k.budget, "reserved_tokens", -settle.tokens)
         if messages:
             pipe.rpush(self.k.session(task_id), *[json.dumps(m) for m in messages])
         if usage:
@@ -225,7 +236,7 @@ class Blackboard:
                         pipe.hincrby(key, f, int(v))
         if agent_fields:
             pipe.hset(self.k.agent(agent), mapping={k: str(v) for k, v in agent_fields.items()})
-        for kind, data in events:
+        for kind, data in events or []:
             pipe.xadd(self.k.events, self._event_fields(kind, task_id, agent, data),
                       maxlen=200_000, approximate=True)
         await pipe.execute()

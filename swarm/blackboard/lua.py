@@ -159,3 +159,92 @@ LOCK_RELEASE = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# Budget reservation, before each model request. KEYS: none.
+# ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens
+# -> {'ok'} | {'budget', reason} | {'stopped', state}
+RESERVE = COMMON + r"""
+local state = redis.call('HGET', p .. ':meta', 'state')
+if state and state ~= 'running' then return {'stopped', state} end
+local usage = p .. ':usage'
+local budget = p .. ':budget'
+local spent_usd = tonumber(redis.call('HGET', usage, 'usd') or '0')
+local spent_tok = tonumber(redis.call('HGET', usage, 'input_tokens') or '0')
+  + tonumber(redis.call('HGET', usage, 'output_tokens') or '0')
+local res_usd = tonumber(redis.call('HGET', budget, 'reserved_usd') or '0')
+local res_tok = tonumber(redis.call('HGET', budget, 'reserved_tokens') or '0')
+local est_usd, est_tok = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reason = nil
+if ARGV[2] ~= '' and spent_usd + res_usd + est_usd > tonumber(ARGV[2]) then
+  reason = string.format('max_usd %s reached ($%.4f spent)', ARGV[2], spent_usd)
+elseif ARGV[3] ~= '' and spent_tok + res_tok + est_tok > tonumber(ARGV[3]) then
+  reason = string.format('max_tokens %s reached (%d spent)', ARGV[3], spent_tok)
+end
+if reason then
+  -- requests in flight may settle below their reservation: wait for them to decide
+  if res_usd > 1e-12 or res_tok > 0 then return {'wait', reason} end
+  redis.call('HSET', p .. ':meta', 'state', 'budget', 'reason', reason, 'finished', now_ms())
+  emit('run_finished', '', '', cjson.encode({state = 'budget', reason = reason}))
+  return {'budget', reason}
+end
+redis.call('HINCRBYFLOAT', budget, 'reserved_usd', est_usd)
+redis.call('HINCRBY', budget, 'reserved_tokens', est_tok)
+return {'ok'}
+"""
+
+# Sliding-window rate limit per credential. A request counts from when it is admitted
+# until `window` after it finished (its entry's score is its finish time; while in flight
+# the score is a provisional deadline in the future), so however long a request takes to
+# reach the server, no window on the server's side sees more than the limit.
+# KEYS[1] = the entries zset (member "id:tokens"), KEYS[2] = the 'blocked until' key.
+# ARGV: window_ms, max_requests ('' = none), max_tokens ('' = none), tokens, id, inflight_ms
+# -> 0 (admitted) or milliseconds to wait.
+RATE_ACQUIRE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then return blocked - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local count = #entries / 2
+local function wait_for(i)  -- until entry i (1-based pair index) leaves the window
+  local score = tonumber(entries[2 * i])
+  if score > now then return 25 end  -- still in flight: look again soon
+  return math.max(1, score + window - now)
+end
+if ARGV[2] ~= '' and count >= tonumber(ARGV[2]) then return wait_for(1) end
+if ARGV[3] ~= '' and count > 0 then
+  local limit, want, used = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+  for i = 1, count do used = used + tonumber(string.match(entries[2 * i - 1], ':(%d+)$')) end
+  if used + want > limit then
+    local freed = 0
+    for i = 1, count do
+      freed = freed + tonumber(string.match(entries[2 * i - 1], ':(%d+)$'))
+      if used - freed + want <= limit then return wait_for(i) end
+    end
+    return wait_for(count)
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), ARGV[5] .. ':' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window + tonumber(ARGV[6]) + 1000)
+return 0
+"""
+
+# KEYS[1] = the entries zset; ARGV: member -> the request finished now.
+RATE_DONE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+"""
+
+# ARGV: prefix, task, agent, reason -> 1 released back to ready (the attempt is not counted)
+RELEASE = COMMON + r"""
+local k = p .. ':task:' .. ARGV[2]
+local v = redis.call('HMGET', k, 'status', 'assignee')
+if v[1] ~= 'claimed' or v[2] ~= ARGV[3] then return 0 end
+redis.call('HSET', k, 'status', 'ready', 'assignee', '', 'lease_until', 0)
+redis.call('HINCRBY', k, 'attempts', -1)
+emit('task_released', ARGV[2], ARGV[3], cjson.encode({reason = ARGV[4]}))
+return 1
+"""

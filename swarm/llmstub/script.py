@@ -21,12 +21,17 @@ from pydantic import (
     model_validator,
 )
 
+from swarm.errors import BadInput
+
 DEFAULT_AGENT_PATTERN = r"Agent: (?P<agent>[A-Za-z0-9_.-]+)"
 DEFAULT_TASK_PATTERN = r"Task (?P<task>[A-Za-z0-9_.-]+):"
 
 
-class ScriptError(ValueError):
-    """A script file that cannot be read or does not validate; the message names file and field."""
+class ScriptError(BadInput, ValueError):
+    """A script file that cannot be read or does not validate; the message names file and field.
+
+    A `BadInput` (CLI exit code 2) so `swarm stub serve` reports it like a config error.
+    """
 
 
 class _Strict(BaseModel):

@@ -70,6 +70,7 @@ class RequestLog:
     def __init__(self, record_path: Path | None = None) -> None:
         self.record_path = Path(record_path) if record_path is not None else None
         self._items: list[RecordedRequest] = []
+        self._seq = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -83,8 +84,10 @@ class RequestLog:
             self._changed.notify_all()
 
     def next_seq(self) -> int:
+        """Numbers requests 1, 2, ... in arrival order (not reset by clear())."""
         with self._lock:
-            return len(self._items) + 1
+            self._seq += 1
+            return self._seq
 
     def snapshot(self) -> list[RecordedRequest]:
         with self._lock:

@@ -77,6 +77,13 @@ class AnthropicProvider:
             ) as stream:
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
+            if exc.status_code == 200:  # an `event: error` in the middle of the stream
+                kind = _error_type(exc)
+                raise ProviderError(
+                    f"anthropic: stream error ({kind}): {_error_text(exc)}",
+                    retryable=kind in ("overloaded_error", "api_error", "rate_limit_error", ""),
+                    provider=self.name,
+                ) from None
             raise ProviderError(
                 f"anthropic: HTTP {exc.status_code}: {_error_text(exc)}",
                 status=exc.status_code,
@@ -91,6 +98,15 @@ class AnthropicProvider:
             raise ProviderError(f"anthropic: stream error: {exc}", retryable=True,
                                 provider=self.name) from None
         return from_anthropic(final)
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("type", ""))
+    return ""
 
 
 def _error_text(exc: anthropic.APIStatusError) -> str:

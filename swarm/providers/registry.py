@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from swarm.errors import BadInput
 from swarm.providers.base import Provider
+from swarm.providers.pricing import PRICES
 
 DEFAULT_KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
@@ -20,7 +22,7 @@ DEFAULT_BASE_URL_ENV = {
     "mistral": "MISTRAL_BASE_URL",
     "copilot": "COPILOT_BASE_URL",
 }
-IMPLEMENTED = ("anthropic",)
+IMPLEMENTED = ("anthropic", "openai", "mistral", "copilot")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,18 @@ class ProviderSettings:
     def has_key(self) -> bool:
         return bool(os.environ.get(self.api_key_env))
 
+    @property
+    def key_required(self) -> bool:
+        """An OpenAI-compatible server at a custom base URL (Ollama, vLLM, llama.cpp) may
+        need no key; every hosted API does."""
+        return not (self.provider == "openai" and self.base_url)
 
-def settings_for(provider: str, configured: dict[str, dict[str, object]] | None = None
-                 ) -> ProviderSettings:
+
+def settings_for(
+    provider: str, configured: dict[str, dict[str, object]] | None = None
+) -> ProviderSettings:
+    if provider not in DEFAULT_KEY_ENV:
+        raise BadInput(f"unknown provider {provider!r} (known: {', '.join(DEFAULT_KEY_ENV)})")
     conf = (configured or {}).get(provider, {})
     key_env = str(conf.get("api_key_env") or DEFAULT_KEY_ENV[provider])
     base_url = conf.get("base_url") or os.environ.get(DEFAULT_BASE_URL_ENV[provider]) or None
@@ -48,9 +59,44 @@ def make_provider(settings: ProviderSettings) -> Provider:
             f"provider {settings.provider!r} is not available in this version "
             f"(available: {', '.join(IMPLEMENTED)})"
         )
-    key = os.environ.get(settings.api_key_env)
-    if not key:
+    key = os.environ.get(settings.api_key_env) or None
+    if key is None and settings.key_required:
         raise BadInput(f"{settings.provider}: set {settings.api_key_env} (no API key found)")
-    from swarm.providers.anthropic_provider import AnthropicProvider
+    if settings.provider == "anthropic":
+        from swarm.providers.anthropic_provider import AnthropicProvider
 
-    return AnthropicProvider(api_key=key, base_url=settings.base_url)
+        assert key is not None
+        return AnthropicProvider(api_key=key, base_url=settings.base_url)
+    if settings.provider == "openai":
+        from swarm.providers.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(api_key=key, base_url=settings.base_url)
+    if settings.provider == "mistral":
+        from swarm.providers.mistral_provider import MistralProvider
+
+        return MistralProvider(api_key=key, base_url=settings.base_url)
+    from swarm.providers.copilot_provider import CopilotProvider
+
+    return CopilotProvider(token=key, base_url=settings.base_url)
+
+
+def describe_models(configured: dict[str, dict[str, object]] | None = None) -> list[dict[str, Any]]:
+    """One row per provider for `swarm models`: base URL (or "default"), the key's environment
+    variable and whether it is set (never the key), and the models pricing.py knows."""
+    rows: list[dict[str, Any]] = []
+    for provider in DEFAULT_KEY_ENV:
+        s = settings_for(provider, configured)
+        rows.append(
+            {
+                "provider": provider,
+                "implemented": provider in IMPLEMENTED,
+                "base_url": s.base_url or "default",
+                "key_env": s.api_key_env,
+                "key_present": s.has_key,
+                "key_required": s.key_required,
+                "models": sorted(
+                    name.split("/", 1)[1] for name in PRICES if name.startswith(provider + "/")
+                ),
+            }
+        )
+    return rows

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarm.providers.types import ToolSpec
 
@@ -50,6 +50,29 @@ class ToolContext:
     swarm: Any = None  # swarm.tools.swarm_tools.SwarmHandle when running in a swarm
     env: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None  # where full bash outputs are kept
+
+
+def _compact_params_schema(schema: dict[str, Any]) -> None:
+    """Keep tool schemas small (they are sent every turn): no titles, and an optional
+    field is its plain type (``anyOf [X, null]`` and ``default: null`` dropped)."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+        any_of = prop.get("anyOf")
+        if isinstance(any_of, list):
+            rest = [s for s in any_of if s != {"type": "null"}]
+            if len(rest) == 1 and len(rest) < len(any_of):
+                del prop["anyOf"]
+                for key, value in rest[0].items():
+                    prop.setdefault(key, value)
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class ToolParams(BaseModel):
+    """Base for tool parameter models: compact JSON schema, null accepted for optionals."""
+
+    model_config = ConfigDict(json_schema_extra=_compact_params_schema)
 
 
 class Tool:

@@ -22,9 +22,9 @@ from collections import deque
 from pathlib import Path
 from typing import IO
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from swarm.tools.base import Tool, ToolContext, ToolOutput
+from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 from swarm.tools.sandbox import workspace_root
 
 DEFAULT_TIMEOUT_MS = 120_000
@@ -96,11 +96,14 @@ def live_spawned_pids() -> list[int]:
 
 
 def _signal_all(pgid: int, pids: list[int], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-    for pid in pids:
+    """Send ``sig`` to the group and to each pid; SIGTERM also wakes stopped processes."""
+    sigs = [sig, signal.SIGCONT] if sig == signal.SIGTERM else [sig]
+    for s in sigs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+            os.killpg(pgid, s)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, s)
 
 
 async def kill_tree(pgid: int, marker: str, grace: float | None = None) -> bool:
@@ -303,7 +306,7 @@ def _exit_text(code: int | None) -> str:
 # ---------------------------------------------------------------- tool
 
 
-class BashParams(BaseModel):
+class BashParams(ToolParams):
     command: str = Field(description="The shell command to run")
     timeout: int | None = Field(
         None, ge=1, description="Timeout in ms (default 120000, max 600000)"

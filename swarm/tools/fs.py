@@ -16,11 +16,11 @@ import re
 import secrets
 import stat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from swarm.tools.base import Tool, ToolContext, ToolOutput
+from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 from swarm.tools.sandbox import SandboxError, relpath, resolve_in_workspace, workspace_root
 
 DEFAULT_LIMIT = 2000
@@ -28,10 +28,11 @@ MAX_LINE_CHARS = 2000
 MAX_OUTPUT_BYTES = 50 * 1024
 MAX_DIR_ENTRIES = 1000
 BINARY_SNIFF_BYTES = 4096
-#: Files above this size are fingerprinted by size+mtime instead of a full sha256.
-FULL_HASH_MAX_BYTES = 256 * 1024 * 1024
+#: Larger files are fingerprinted by size+mtime+inode instead of a sha256 of their content
+#: (and their line count is not computed), so reading their first lines stays fast.
+FULL_HASH_MAX_BYTES = 8 * 1024 * 1024
 #: Larger files are not loaded into memory for edit/multiedit.
-MAX_EDIT_BYTES = 64 * 1024 * 1024
+MAX_EDIT_BYTES = 32 * 1024 * 1024
 MAX_DIFF_LINES = 80
 MAX_DIFF_CHARS = 6000
 _SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".swarm"})
@@ -58,15 +59,33 @@ def looks_binary(head: bytes) -> bool:
     return bad > 0.3 * len(text)
 
 
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a regular file for reading; never blocks on a fifo swapped in after the
+    sandbox check, never follows a symlink swapped in for the last component."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _stat_fingerprint(st: os.stat_result) -> str:
+    return f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
 def fingerprint(path: Path) -> tuple[str, int | None]:
-    """(content hash, line count) of a file, streamed. Huge files: size+mtime, no count."""
+    """(content fingerprint, line count) of a file, streamed; large files: stat, no count."""
     st = os.stat(path)
     if st.st_size > FULL_HASH_MAX_BYTES:
-        return f"stat:{st.st_size}:{st.st_mtime_ns}", None
+        return _stat_fingerprint(st), None
     digest = hashlib.sha256()
     newlines = 0
     last = b""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             newlines += chunk.count(b"\n")
@@ -75,9 +94,10 @@ def fingerprint(path: Path) -> tuple[str, int | None]:
     return digest.hexdigest(), lines
 
 
-def content_hash(data: bytes) -> str:
-    if len(data) > FULL_HASH_MAX_BYTES:  # pragma: no cover - never edited in memory
-        raise ValueError("file too large")
+def fingerprint_of(path: Path, data: bytes) -> str:
+    """The fingerprint of ``path`` whose content ``data`` was just read or written."""
+    if len(data) > FULL_HASH_MAX_BYTES:
+        return _stat_fingerprint(os.stat(path))
     return hashlib.sha256(data).hexdigest()
 
 
@@ -161,7 +181,7 @@ def _resolve(ctx: ToolContext, file_path: str) -> tuple[Path, str]:
 # ---------------------------------------------------------------- read
 
 
-class ReadParams(BaseModel):
+class ReadParams(ToolParams):
     file_path: str = Field(description="File path (relative to the workspace root)")
     offset: int | None = Field(None, ge=1, description="First line to read, 1-based")
     limit: int | None = Field(None, ge=1, description="Max lines (default 2000)")
@@ -200,7 +220,7 @@ def _cut_line(raw: bytes, rest_chars: int) -> str:
 
 
 def _read_sync(real: Path, rel: str, offset: int, limit: int) -> tuple[ToolOutput, str]:
-    with open(real, "rb") as fh:
+    with open_regular(real) as fh:
         head = fh.read(BINARY_SNIFF_BYTES)
     digest, total = fingerprint(real)
     if looks_binary(head):
@@ -222,7 +242,7 @@ def _read_sync(real: Path, rel: str, offset: int, limit: int) -> tuple[ToolOutpu
     number = 0
     capped = False
     more = False
-    with open(real, "rb") as fh:
+    with open_regular(real) as fh:
         while True:
             raw = fh.readline(chunk)
             if not raw:
@@ -334,7 +354,7 @@ def _count_lines(text: str) -> int:
 # ---------------------------------------------------------------- write
 
 
-class WriteParams(BaseModel):
+class WriteParams(ToolParams):
     file_path: str = Field(description="File path (relative to the workspace root)")
     content: str = Field(description="The full new content of the file")
 
@@ -364,7 +384,7 @@ class Write(Tool):
                     return ToolOutput.error(problem, path=rel)
             await asyncio.to_thread(atomic_write, real, data)
             if ctx.state is not None:
-                await ctx.state.set(state_key(rel), content_hash(data))
+                await ctx.state.set(state_key(rel), fingerprint_of(real, data))
         lines = _count_lines(params.content)
         verb = "Created" if created else "Wrote"
         return ToolOutput(
@@ -509,20 +529,56 @@ def apply_edit(content: str, old: str, new: str, replace_all: bool, rel: str) ->
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix, compared block-wise at C speed."""
+    n = min(len(a), len(b))
+    i, block = 0, 1 << 16
+    while block:
+        while i + block <= n and a[i : i + block] == b[i : i + block]:
+            i += block
+        block //= 16
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _changed_region(a: str, b: str) -> tuple[int, int, int]:
+    """(start, end in a, end in b): the differing middle widened to whole lines plus
+    three lines of context on each side."""
+    prefix = _common_prefix(a, b)
+    limit = min(len(a), len(b)) - prefix
+    suffix = min(_common_prefix(a[::-1], b[::-1]), limit)
+    start = a.rfind("\n", 0, prefix) + 1
+    for _ in range(3):
+        if start == 0:
+            break
+        start = a.rfind("\n", 0, start - 1) + 1
+
+    def forward(text: str, pos: int) -> int:
+        end = pos
+        for _ in range(4):
+            nxt = text.find("\n", end)
+            if nxt == -1:
+                return len(text)
+            end = nxt + 1
+        return end
+
+    return start, forward(a, len(a) - suffix), forward(b, len(b) - suffix)
+
+
 def short_diff(before: str, after: str, rel: str) -> tuple[str, int, int]:
     """A unified diff (capped) and the numbers of added and removed lines."""
-    a = _display(before).replace("\r\n", "\n").splitlines()
-    b = _display(after).replace("\r\n", "\n").splitlines()
+    before = _display(before).replace("\r\n", "\n")
+    after = _display(after).replace("\r\n", "\n")
     # diff only the changed middle (plus context): cheap on big files
-    prefix = 0
-    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < min(len(a), len(b)) - prefix and a[-1 - suffix] == b[-1 - suffix]:
-        suffix += 1
-    lo = max(0, prefix - 3)
-    a_mid = a[lo : len(a) - max(0, suffix - 3)]
-    b_mid = b[lo : len(b) - max(0, suffix - 3)]
+    start, end_a, end_b = _changed_region(before, after)
+    lo = before.count("\n", 0, start)
+    a_mid = before[start:end_a].splitlines()
+    b_mid = after[start:end_b].splitlines()
+    if len(a_mid) + len(b_mid) > 40_000:
+        header = f"--- a/{rel}\n+++ b/{rel}\n"
+        note = f"(diff omitted: the changed region spans {len(a_mid)} lines)"
+        return header + note, len(b_mid), len(a_mid)
     lines: list[str] = [f"--- a/{rel}", f"+++ b/{rel}"]
     added = removed = 0
     for line in difflib.unified_diff(a_mid, b_mid, n=3, lineterm=""):
@@ -550,6 +606,11 @@ def short_diff(before: str, after: str, rel: str) -> tuple[str, int, int]:
     return "\n".join(shown), added, removed
 
 
+def _read_all(path: Path) -> bytes:
+    with open_regular(path) as fh:
+        return fh.read()
+
+
 async def _load_for_edit(
     ctx: ToolContext, real: Path, rel: str
 ) -> tuple[str | None, ToolOutput | None]:
@@ -559,10 +620,10 @@ async def _load_for_edit(
         return None, ToolOutput.error(
             f"{rel} is too large to edit in memory ({size} bytes); use bash (e.g. sed) instead."
         )
-    data = await asyncio.to_thread(real.read_bytes)
+    data = await asyncio.to_thread(_read_all, real)
     if looks_binary(data[:BINARY_SNIFF_BYTES]):
         return None, ToolOutput.error(f"{rel} looks like a binary file; it cannot be edited.")
-    problem = await _stale_message(ctx, rel, content_hash(data), "editing")
+    problem = await _stale_message(ctx, rel, fingerprint_of(real, data), "editing")
     if problem:
         return None, ToolOutput.error(problem, path=rel)
     return data.decode("utf-8", errors="surrogateescape"), None
@@ -572,7 +633,7 @@ async def _save(ctx: ToolContext, real: Path, rel: str, text: str) -> None:
     data = text.encode("utf-8", errors="surrogateescape")
     await asyncio.to_thread(atomic_write, real, data)
     if ctx.state is not None:
-        await ctx.state.set(state_key(rel), content_hash(data))
+        await ctx.state.set(state_key(rel), fingerprint_of(real, data))
 
 
 def _edited(rel: str, before: str, after: str, replacements: int, created: bool) -> ToolOutput:
@@ -598,7 +659,7 @@ def _edited(rel: str, before: str, after: str, replacements: int, created: bool)
 # ---------------------------------------------------------------- edit
 
 
-class EditParams(BaseModel):
+class EditParams(ToolParams):
     file_path: str = Field(description="File path (relative to the workspace root)")
     old_string: str = Field(description="Exact text to replace (empty: create a new file)")
     new_string: str = Field(description="Replacement text")
@@ -655,13 +716,13 @@ class Edit(Tool):
 # ---------------------------------------------------------------- multiedit
 
 
-class EditItem(BaseModel):
+class EditItem(ToolParams):
     old_string: str = Field(description="Exact text to replace")
     new_string: str = Field(description="Replacement text")
     replace_all: bool = Field(False, description="Replace every occurrence")
 
 
-class MultiEditParams(BaseModel):
+class MultiEditParams(ToolParams):
     file_path: str = Field(description="File path (relative to the workspace root)")
     edits: list[EditItem] = Field(min_length=1, description="Edits applied in order")
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 import pathspec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from swarm.tools.base import Tool, ToolContext, ToolOutput
+from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 from swarm.tools.sandbox import (
     SandboxError,
     is_env_file,
@@ -51,7 +52,7 @@ def _search_root(ctx: ToolContext, path: str | None) -> tuple[Path, str]:
 # ---------------------------------------------------------------- grep
 
 
-class GrepParams(BaseModel):
+class GrepParams(ToolParams):
     model_config = ConfigDict(populate_by_name=True)
 
     pattern: str = Field(description="Regular expression (ripgrep syntax)")
@@ -62,6 +63,14 @@ class GrepParams(BaseModel):
     )
     case_insensitive: bool | None = Field(None, alias="-i", description="Case insensitive")
     head_limit: int | None = Field(None, ge=1, description="Show at most N results (max 100)")
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
+    data = b""
+    while chunk := await stream.read(65536):
+        if len(data) < cap:
+            data += chunk[: cap - len(data)]
+    return data
 
 
 @dataclass
@@ -90,7 +99,8 @@ async def _run_rg(args: list[str], cwd: Path, mode: str, want: int, timeout: flo
     items: list[tuple[str, str]] = []
     more = False
     timed_out = False
-    stderr_task = asyncio.ensure_future(proc.stderr.read(8192))
+    finished = False
+    stderr_task = asyncio.ensure_future(_read_capped(proc.stderr, 8192))
     separator = b"\0" if mode == "files_with_matches" else b"\n"
     try:
         async with asyncio.timeout(timeout):
@@ -102,6 +112,7 @@ async def _run_rg(args: list[str], cwd: Path, mode: str, want: int, timeout: flo
                 except asyncio.LimitOverrunError:
                     raw = await proc.stdout.read(1 << 20)
                 if not raw:
+                    finished = True
                     break
                 text = raw.rstrip(separator).decode("utf-8", "replace")
                 path, _, rest = text.partition("\0")
@@ -114,17 +125,19 @@ async def _run_rg(args: list[str], cwd: Path, mode: str, want: int, timeout: flo
     except TimeoutError:
         timed_out = True
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        if not finished and proc.returncode is None:
+            # os.killpg, not proc.kill(): Popen.kill() polls (reaps) first, racing the
+            # asyncio child watcher
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 5)
-        if not stderr_task.done():
-            stderr_task.cancel()
+        stderr = b""
+        with contextlib.suppress(TimeoutError):
+            stderr = await asyncio.wait_for(stderr_task, 1)
     error = None
     if proc.returncode == 2 and not items and not more and not timed_out:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            error = (await stderr_task).decode("utf-8", "replace").strip() or "rg failed"
+        error = stderr.decode("utf-8", "replace").strip() or "rg failed"
     return _RgResult(items, more, timed_out, error)
 
 
@@ -173,7 +186,12 @@ class Grep(Tool):
         root = workspace_root(ctx.workspace)
         result = await _run_rg(args, root, mode, want, RG_TIMEOUT_S)
         if result.error:
-            return ToolOutput.error(f"grep failed: {result.error}")
+            hint = ""
+            if "regex parse error" in result.error:
+                hint = (
+                    "\n(The pattern is a regex: escape special characters such as ( [ { . with \\.)"
+                )
+            return ToolOutput.error(f"grep failed: {result.error}{hint}")
         items, more = result.items, result.more
         if mode == "files_with_matches":
             items.sort(key=lambda item: (-_mtime(root / item[0]), item[0]))
@@ -188,12 +206,12 @@ class Grep(Tool):
         if not lines:
             text = "No matches found"
             if result.timed_out:
-                text += f" (search timed out after {RG_TIMEOUT_S:.0f} s; narrow the search)"
+                text += f" (search timed out after {RG_TIMEOUT_S:g} s; narrow the search)"
             return ToolOutput(text=text, meta=meta)
         if more:
             lines.append(TRUNCATED)
         if result.timed_out:
-            lines.append(f"(search timed out after {RG_TIMEOUT_S:.0f} s; results are incomplete)")
+            lines.append(f"(search timed out after {RG_TIMEOUT_S:g} s; results are incomplete)")
         return ToolOutput(text="\n".join(lines), meta=meta)
 
 
@@ -306,7 +324,7 @@ class _Ignores:
         return verdict
 
 
-class GlobParams(BaseModel):
+class GlobParams(ToolParams):
     pattern: str = Field(description='Glob, e.g. "**/*.py" or "src/*.ts"')
     path: str | None = Field(None, description="Directory to search in (default: root)")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from swarm.tools.base import Tool, ToolContext, ToolOutput
+from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 
 STATE_KEY = "todos"
 _MARKS = {"pending": "[ ]", "in_progress": "[>]", "completed": "[x]", "cancelled": "[-]"}
@@ -15,17 +15,17 @@ _MARKS = {"pending": "[ ]", "in_progress": "[>]", "completed": "[x]", "cancelled
 Status = Literal["pending", "in_progress", "completed", "cancelled"]
 
 
-class TodoItem(BaseModel):
+class TodoItem(ToolParams):
     content: str = Field(min_length=1, description="What to do")
     status: Status = Field(description="pending, in_progress, completed or cancelled")
     priority: Literal["high", "medium", "low"] | None = Field(None, description="high/medium/low")
 
 
-class TodoWriteParams(BaseModel):
+class TodoWriteParams(ToolParams):
     todos: list[TodoItem] = Field(description="The full, updated todo list")
 
 
-class TodoReadParams(BaseModel):
+class TodoReadParams(ToolParams):
     pass
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import httpx2
@@ -238,7 +238,9 @@ class Chat:
         return messages
 
     def _ask_anthropic(self, stream: bool) -> Reply:
-        client = anthropic.Anthropic(base_url=self.server.base_url, api_key=SECRET, max_retries=0)
+        client = opened(
+            anthropic.Anthropic(base_url=self.server.base_url, api_key=SECRET, max_retries=0)
+        )
         kwargs: dict[str, Any] = {
             "model": "claude-stub",
             "max_tokens": 1024,
@@ -290,7 +292,9 @@ class Chat:
         return messages
 
     def _ask_openai(self, stream: bool) -> Reply:
-        client = openai.OpenAI(base_url=f"{self.server.base_url}/v1", api_key=SECRET, max_retries=0)
+        client = opened(
+            openai.OpenAI(base_url=f"{self.server.base_url}/v1", api_key=SECRET, max_retries=0)
+        )
         kwargs: dict[str, Any] = {
             "model": "gpt-stub",
             "messages": self.chat_messages(),
@@ -338,7 +342,7 @@ class Chat:
         )
 
     def _ask_mistral(self, stream: bool) -> Reply:
-        client = Mistral(api_key=SECRET, server_url=self.server.base_url)
+        client = opened(Mistral(api_key=SECRET, server_url=self.server.base_url))
         kwargs: dict[str, Any] = {
             "model": "mistral-stub",
             "messages": self.chat_messages(),
@@ -393,6 +397,27 @@ def _chat_usage(usage: Any) -> dict[str, int]:
     elif details is not None:
         out["cached"] = details.cached_tokens
     return out
+
+
+_OPEN_CLIENTS: list[Any] = []
+C = TypeVar("C")
+
+
+def opened(client: C) -> C:
+    """Keep a sync SDK client until the module ends, then close it (no leaked sockets)."""
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _OPEN_CLIENTS:
+        client = _OPEN_CLIENTS.pop()
+        if isinstance(client, Mistral):
+            client.__exit__(None, None, None)
+        else:
+            client.close()
 
 
 PROVIDERS = ["anthropic", "openai", "mistral"]
@@ -471,7 +496,7 @@ def test_multi_turn_conversation_with_tool_results(server: StubServer, provider:
 
 
 def test_anthropic_faults(server: StubServer) -> None:
-    client = anthropic.Anthropic(base_url=server.base_url, api_key=SECRET, max_retries=0)
+    client = opened(anthropic.Anthropic(base_url=server.base_url, api_key=SECRET, max_retries=0))
     kwargs: dict[str, Any] = {
         "model": "claude-stub",
         "max_tokens": 100,
@@ -506,7 +531,7 @@ def test_anthropic_faults(server: StubServer) -> None:
 
 
 def test_openai_faults(server: StubServer) -> None:
-    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=0)
+    client = opened(openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=0))
     kwargs: dict[str, Any] = {
         "model": "gpt-stub",
         "messages": [
@@ -537,7 +562,7 @@ def test_openai_faults(server: StubServer) -> None:
 
 
 def test_mistral_faults(server: StubServer) -> None:
-    client = Mistral(api_key=SECRET, server_url=server.base_url)
+    client = opened(Mistral(api_key=SECRET, server_url=server.base_url))
     kwargs: dict[str, Any] = {
         "model": "mistral-stub",
         "messages": [
@@ -569,7 +594,9 @@ def test_mistral_faults(server: StubServer) -> None:
 def test_sdk_retries_get_past_faults(server: StubServer, provider: str) -> None:
     agent = f"{provider}-retry"
     if provider == "anthropic":
-        a_client = anthropic.Anthropic(base_url=server.base_url, api_key=SECRET, max_retries=2)
+        a_client = opened(
+            anthropic.Anthropic(base_url=server.base_url, api_key=SECRET, max_retries=2)
+        )
         message = a_client.messages.create(
             model="claude-stub",
             max_tokens=100,
@@ -578,7 +605,9 @@ def test_sdk_retries_get_past_faults(server: StubServer, provider: str) -> None:
         )
         text = message.content[0].text  # type: ignore[union-attr]
     elif provider == "openai":
-        o_client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=2)
+        o_client = opened(
+            openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=2)
+        )
         completion = o_client.chat.completions.create(
             model="gpt-stub",
             messages=[
@@ -589,7 +618,7 @@ def test_sdk_retries_get_past_faults(server: StubServer, provider: str) -> None:
         text = completion.choices[0].message.content or ""
     else:
         retries = RetryConfig("backoff", BackoffStrategy(5, 20, 1.5, 5000), False)
-        m_client = Mistral(api_key=SECRET, server_url=server.base_url, retry_config=retries)
+        m_client = opened(Mistral(api_key=SECRET, server_url=server.base_url, retry_config=retries))
         messages: Any = [
             {"role": "system", "content": f"Agent: {agent}"},
             {"role": "user", "content": "Task retry: go"},
@@ -621,14 +650,16 @@ def test_strict_errors_surface_as_bad_request(server: StubServer, provider: str)
     errors = (anthropic.BadRequestError, openai.BadRequestError)
     with pytest.raises(errors) as info:
         chat.ask()
-    assert isinstance(info.value, errors[PROVIDERS.index(provider)])
-    assert info.value.status_code == 400 and expected in info.value.message
+    error = info.value
+    assert isinstance(error, errors[PROVIDERS.index(provider)])
+    assert error.status_code == 400 and expected in error.message
     chat = Chat(provider, server, "coder", "plain")
     chat.ask()
     chat.history.append(("user", "and again?"))
     with pytest.raises(errors) as info:
         chat.ask(stream=True)
-    assert past_end in info.value.message
+    error = info.value
+    assert isinstance(error, errors) and past_end in error.message
 
 
 @each_provider
@@ -652,29 +683,34 @@ def test_malformed_requests_are_rejected_like_the_real_api(
 
 async def test_async_clients_stream(server: StubServer) -> None:
     a_client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key=SECRET, max_retries=0)
-    async with a_client.messages.stream(
-        model="claude-stub",
-        max_tokens=100,
-        system="Agent: coder",
-        messages=[{"role": "user", "content": "Task slow: go"}],
-    ) as events:
+    async with (
+        a_client,
+        a_client.messages.stream(
+            model="claude-stub",
+            max_tokens=100,
+            system="Agent: coder",
+            messages=[{"role": "user", "content": "Task slow: go"}],
+        ) as events,
+    ):
         pieces = [piece async for piece in events.text_stream]
         message = await events.get_final_message()
     assert len(pieces) > 1 and "".join(pieces) == "one two three four five six seven eight nine"
     assert message.stop_reason == "end_turn"
 
-    o_client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=0)
     started = time.monotonic()
-    stream = await o_client.chat.completions.create(
-        model="gpt-stub",
-        messages=[
-            {"role": "system", "content": "Agent: coder"},
-            {"role": "user", "content": "Task slow: go"},
-        ],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = [chunk async for chunk in stream]
+    async with openai.AsyncOpenAI(
+        base_url=f"{server.base_url}/v1", api_key=SECRET, max_retries=0
+    ) as o_client:
+        stream = await o_client.chat.completions.create(
+            model="gpt-stub",
+            messages=[
+                {"role": "system", "content": "Agent: coder"},
+                {"role": "user", "content": "Task slow: go"},
+            ],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
     assert time.monotonic() - started >= 0.05  # chunk_delay_s spaces the deltas out
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 11
 
@@ -703,34 +739,37 @@ def test_serve_forever_in_another_process(tmp_path: Path) -> None:
     script_path.write_text(yaml.safe_dump(SCRIPT))
     record = tmp_path / "served.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "swarm.llmstub", str(script_path), "--record", str(record)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        match = re.fullmatch(r"stub listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        client = anthropic.Anthropic(base_url=match.group(1), api_key=SECRET, max_retries=0)
-        message = client.messages.create(
-            model="claude-stub",
-            max_tokens=10,
-            system="Agent: coder",
-            messages=[{"role": "user", "content": "Task plain: hi"}],
-        )
-        assert message.usage.input_tokens == 11
-        entries = [json.loads(x) for x in record.read_text().splitlines()]
-        assert len(entries) == 1 and entries[0]["status"] == 200
-        assert entries[0]["headers"]["authorization"] == "<redacted>"  # this SDK sends a Bearer key
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    ) as proc:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            match = re.fullmatch(r"stub listening on (http://127\.0\.0\.1:\d+)", line)
+            assert match, line
+            with anthropic.Anthropic(
+                base_url=match.group(1), api_key=SECRET, max_retries=0
+            ) as client:
+                message = client.messages.create(
+                    model="claude-stub",
+                    max_tokens=10,
+                    system="Agent: coder",
+                    messages=[{"role": "user", "content": "Task plain: hi"}],
+                )
+            assert message.usage.input_tokens == 11
+            entries = [json.loads(x) for x in record.read_text().splitlines()]
+            assert len(entries) == 1 and entries[0]["status"] == 200
+            assert entries[0]["headers"]["authorization"] == "<redacted>"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 0, stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -754,6 +755,17 @@ async def test_openai_stream_with_usage_chunk(stub: Stub) -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
     assert text == "Reading."
+
+
+async def test_delay_s_sleeps_before_answering() -> None:
+    script = StubScript.model_validate(
+        {"conversations": [{"turns": [{"text": "late", "delay_s": 0.1}]}]}
+    )
+    async for s in make_stub(script):
+        started = time.monotonic()
+        response = await s.anthropic(a_body())
+        assert response.status_code == 200
+        assert time.monotonic() - started >= 0.1
 
 
 # --- recording ------------------------------------------------------------------------------

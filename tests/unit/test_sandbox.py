@@ -172,7 +172,9 @@ def test_single_permission_for_a_tool_and_wildcard_tool_keys() -> None:
 
 
 def test_file_patterns_and_edit_alias() -> None:
-    rules = PermissionRules({"edit": {"*": "allow", "secrets/*": "deny"}, "write": {"*.lock": "ask"}})
+    rules = PermissionRules(
+        {"edit": {"*": "allow", "secrets/*": "deny"}, "write": {"*.lock": "ask"}}
+    )
     assert check_permission(rules, "edit", "secrets/key.pem") == ("deny", "secrets/*")
     assert check_permission(rules, "multiedit", "secrets/key.pem") == ("deny", "secrets/*")
     assert check_permission(rules, "write", "poetry.lock") == ("ask", "*.lock")
@@ -199,8 +201,7 @@ def test_permission_messages() -> None:
         "ask); no approver is attached to this swarm, so it was denied. Try another approach."
     )
     assert permission_message("bash", "rm -rf /", "deny", "rm -rf *", approver=False) == (
-        "Permission to run bash `rm -rf /` is denied (rule 'rm -rf *': deny). "
-        "Try another approach."
+        "Permission to run bash `rm -rf /` is denied (rule 'rm -rf *': deny). Try another approach."
     )
     assert "refused by the human approver" in permission_message(
         "bash", "git push", "ask", "git push*", approver=True

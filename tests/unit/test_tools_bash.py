@@ -79,9 +79,7 @@ async def test_timeout_kills_and_reports(ctx: ToolContext) -> None:
     out = await bash(ctx, "echo started; sleep 30", timeout=400)
     assert time.monotonic() - start < 3
     assert out.is_error
-    assert out.text == (
-        "started\n\n(timed out after 400 ms)\nExit code: 143 (killed by SIGTERM)"
-    )
+    assert out.text == ("started\n\n(timed out after 400 ms)\nExit code: 143 (killed by SIGTERM)")
     assert out.meta["timed_out"] is True
 
 
@@ -121,7 +119,7 @@ async def test_truncates_by_bytes(ctx: ToolContext) -> None:
     shown = out.text.split("\n\n(Output truncated")[0]
     assert len(shown.encode()) <= bash_mod.DISPLAY_MAX_BYTES + 200
     assert "lines truncated ..." in shown
-    assert shown.splitlines()[-1] == "%0200d" % 400
+    assert shown.splitlines()[-1] == f"{400:0200d}"
     assert Path(out.meta["output_file"]).stat().st_size == 400 * 201
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -134,7 +135,9 @@ async def test_read_missing_file_same_name_elsewhere(ws: Path, ctx: ToolContext)
     (ws / "pkg" / "deep").mkdir(parents=True)
     (ws / "pkg" / "deep" / "config.yaml").write_text("x\n")
     out = await call(ctx, "read", file_path="config.yaml")
-    assert out.text == "File not found: config.yaml\nDid you mean one of these?\npkg/deep/config.yaml"
+    assert (
+        out.text == "File not found: config.yaml\nDid you mean one of these?\npkg/deep/config.yaml"
+    )
 
 
 async def test_read_missing_file_without_suggestion(ws: Path, ctx: ToolContext) -> None:
@@ -212,7 +215,10 @@ async def test_write_refuses_unread_existing_file(ws: Path, ctx: ToolContext) ->
     (ws / "e.txt").write_text("old\n")
     out = await call(ctx, "write", file_path="e.txt", content="new\n")
     assert out.is_error
-    assert out.text == "You must read e.txt before overwriting it. Use the read tool first, then retry."
+    assert (
+        out.text
+        == "You must read e.txt before overwriting it. Use the read tool first, then retry."
+    )
     assert (ws / "e.txt").read_text() == "old\n"
 
 
@@ -319,7 +325,9 @@ async def test_edit_not_found_shows_closest_region(ws: Path, ctx: ToolContext) -
         new_string="pass",
     )
     assert out.is_error
-    assert out.text.startswith("old_string was not found in m.py. The closest match is at lines 3-5")
+    assert out.text.startswith(
+        "old_string was not found in m.py. The closest match is at lines 3-5"
+    )
     assert f"{3:>6}\tdef compute(x):\n{4:>6}\t    y = x * 2\n{5:>6}\t    return y" in out.text
     assert out.text.endswith(
         "Re-read the file (it may have changed) and copy old_string exactly, including "
@@ -548,7 +556,9 @@ async def test_writes_take_the_path_lock(ws: Path) -> None:
     ctx = ToolContext(workspace=ws, state=MemoryState(), locks=locks)
     await call(ctx, "write", file_path="d/f.txt", content="a\n")
     await call(ctx, "edit", file_path="d/f.txt", old_string="a", new_string="b")
-    await call(ctx, "multiedit", file_path="d/f.txt", edits=[{"old_string": "b", "new_string": "c"}])
+    await call(
+        ctx, "multiedit", file_path="d/f.txt", edits=[{"old_string": "b", "new_string": "c"}]
+    )
     await call(ctx, "read", file_path="d/f.txt")
     assert locks.paths == ["d/f.txt", "d/f.txt", "d/f.txt"]
 
@@ -585,5 +595,39 @@ def test_schemas_use_design_field_names() -> None:
     assert props["todoread"] == set()
     for tool in BUILTIN_TOOLS.values():
         assert len(tool.description) < 220
+        dumped = json.dumps(tool.spec().input_schema)
+        assert '"title"' not in dumped and "anyOf" not in dumped and "null" not in dumped
         required = tool.spec().input_schema.get("required", [])
         assert set(required) <= props[tool.name]
+
+
+def test_open_regular_refuses_fifo_without_blocking(ws: Path) -> None:
+    from swarm.tools.fs import open_regular
+
+    os.mkfifo(ws / "late-fifo")
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular(ws / "late-fifo")
+    (ws / "target.txt").write_text("x")
+    (ws / "swapped").symlink_to(ws / "target.txt")
+    with pytest.raises(OSError):
+        open_regular(ws / "swapped")  # a symlink swapped in after resolution is not followed
+
+
+async def test_large_file_fingerprint_and_staleness(ws: Path, ctx: ToolContext) -> None:
+    big = ws / "big.log"
+    big.write_bytes(b"".join(b"entry %07d\n" % i for i in range(700_000)))  # ~9.1 MB
+    out = await call(ctx, "read", file_path="big.log", limit=2)
+    assert out.text == (
+        f"{1:>6}\tentry 0000000\n{2:>6}\tentry 0000001\n\n"
+        "(Showing lines 1-2. Use offset=3 to read more.)"
+    )
+    edit = await call(
+        ctx, "edit", file_path="big.log", old_string="entry 0000001\n", new_string="x\n"
+    )
+    assert not edit.is_error, edit.text
+    again = await call(ctx, "edit", file_path="big.log", old_string="x\n", new_string="y\n")
+    assert not again.is_error, again.text
+    with open(big, "ab") as fh:
+        fh.write(b"appended by a command\n")
+    stale = await call(ctx, "edit", file_path="big.log", old_string="y\n", new_string="z\n")
+    assert stale.text.startswith("big.log was modified since you last read it")

@@ -1,0 +1,128 @@
+"""Swarm-wide limits on Redis: the budget (reserve before a request, settle after) and
+shared rate limits per provider credential (sliding window)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from swarm.blackboard import lua
+from swarm.blackboard.keys import SCHEMA, Keys
+
+
+@dataclass
+class Reservation:
+    usd: float
+    tokens: int
+
+
+class BudgetExhausted(Exception):
+    """The run's budget is spent (or the run was stopped): stop cleanly, keep state."""
+
+    def __init__(self, state: str, reason: str):
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+class Budget:
+    """max_usd / max_tokens for a whole run, reserved atomically before each request."""
+
+    def __init__(self, r: aioredis.Redis, run_id: str, max_usd: float | None,
+                 max_tokens: int | None):
+        self.r = r
+        self.k = Keys(run_id)
+        self.max_usd = max_usd
+        self.max_tokens = max_tokens
+        self._reserve = r.register_script(lua.RESERVE)
+
+    async def reserve(self, est_usd: float, est_tokens: int, wait_s: float = 0.05
+                      ) -> Reservation:
+        """Reserve room for one request; waits while requests in flight may free room.
+        Raises BudgetExhausted when the budget is spent or the run no longer runs."""
+        while True:
+            res = await self._reserve(args=[
+                self.k.prefix, "" if self.max_usd is None else repr(self.max_usd),
+                "" if self.max_tokens is None else str(self.max_tokens),
+                repr(est_usd), str(est_tokens)])
+            kind = res[0]
+            if kind == "ok":
+                return Reservation(est_usd, est_tokens)
+            if kind == "budget":
+                raise BudgetExhausted("budget", res[1])
+            if kind == "stopped":
+                raise BudgetExhausted(res[1], f"run is {res[1]}")
+            await asyncio.sleep(wait_s)
+
+    async def release(self, res: Reservation) -> None:
+        """Give back a reservation whose request failed (a success settles it in
+        Blackboard.record_turn, together with the real usage)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hincrbyfloat(self.k.budget, "reserved_usd", -res.usd)
+        pipe.hincrby(self.k.budget, "reserved_tokens", -res.tokens)
+        await pipe.execute()
+
+
+def credential_id(provider: str, api_key: str, base_url: str | None) -> str:
+    """A stable, non-secret id for a credential: a short hash, never the key."""
+    digest = hashlib.sha256(f"{provider}\0{base_url or ''}\0{api_key}".encode()).hexdigest()
+    return f"{provider}:{digest[:16]}"
+
+
+class RateLimiter:
+    """Requests and tokens per window for one credential, shared by every agent that
+    uses it (across runs too: the key is not run-scoped). A 429 blocks all of them."""
+
+    def __init__(self, r: aioredis.Redis, credential: str, requests_per_window: int | None,
+                 tokens_per_window: int | None, window_s: float = 60.0):
+        self.r = r
+        self.window_ms = int(window_s * 1000)
+        self.max_requests = requests_per_window
+        self.max_tokens = tokens_per_window
+        base = f"{SCHEMA}:ratelimit:{credential}"
+        self.window_key, self.blocked_key = f"{base}:window", f"{base}:blocked"
+        self._acquire = r.register_script(lua.RATE_ACQUIRE)
+        self._done = r.register_script(lua.RATE_DONE)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_requests is not None or self.max_tokens is not None
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tokens: int, inflight_s: float = 600.0) -> AsyncIterator[float]:
+        """Hold a place for one request of about `tokens` tokens while it runs; yields the
+        seconds waited for it. The place counts until one window after the request ends."""
+        member = secrets.token_hex(6)
+        waited = 0.0
+        while True:
+            wait_ms = int(await self._acquire(
+                keys=[self.window_key, self.blocked_key],
+                args=[self.window_ms,
+                      "" if self.max_requests is None else self.max_requests,
+                      "" if self.max_tokens is None else self.max_tokens,
+                      tokens, member, int(inflight_s * 1000)]))
+            if wait_ms <= 0:
+                break
+            delay = wait_ms / 1000 + 0.001
+            waited += delay
+            await asyncio.sleep(delay)
+        try:
+            yield waited
+        finally:
+            await self._done(keys=[self.window_key], args=[f"{member}:{tokens}"])
+
+    async def block_for(self, seconds: float) -> None:
+        """After a 429: nobody on this credential sends before `seconds` from now."""
+        ms = max(1, int(seconds * 1000))
+        now_s, now_us = await self.r.time()
+        until = now_s * 1000 + now_us // 1000 + ms
+        # keep the later deadline if another agent already set one
+        current = int(await self.r.get(self.blocked_key) or 0)
+        if until > current:
+            await self.r.set(self.blocked_key, until, px=ms + 1000)

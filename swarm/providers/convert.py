@@ -1,0 +1,300 @@
+"""Neutral transcript <-> Chat Completions wire shapes, shared by the OpenAI-style providers.
+
+Also the one place where tool-call ids are made acceptable to the provider a transcript is
+sent to, so a conversation started on one provider continues on another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.providers.types import (
+    Block,
+    Message,
+    ModelResponse,
+    TextBlock,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class IdRule:
+    """What a provider accepts as a tool-call id, and how a foreign id is rewritten."""
+
+    pattern: re.Pattern[str]
+    prefix: str
+    length: int  # characters after the prefix
+
+
+_ANTHROPIC_RULE = IdRule(re.compile(r"[a-zA-Z0-9_-]{1,64}"), "toolu_", 24)
+_OPENAI_RULE = IdRule(re.compile(r"[a-zA-Z0-9_-]{1,40}"), "call_", 24)
+ID_RULES: dict[str, IdRule] = {
+    "anthropic": _ANTHROPIC_RULE,
+    "openai": _OPENAI_RULE,
+    "copilot": _OPENAI_RULE,
+    "mistral": IdRule(re.compile(r"[a-zA-Z0-9]{9}"), "", 9),
+}
+
+
+def _hashed_id(original: str, rule: IdRule, salt: int) -> str:
+    seed = original if salt == 0 else f"{original}#{salt}"
+    number = int.from_bytes(hashlib.sha256(seed.encode()).digest(), "big")
+    chars = []
+    for _ in range(rule.length):
+        number, rest = divmod(number, len(_ALNUM))
+        chars.append(_ALNUM[rest])
+    return rule.prefix + "".join(chars)
+
+
+def tool_id_map(messages: list[Message], provider: str) -> dict[str, str]:
+    """original id -> id valid for `provider`, for every id the transcript mentions.
+
+    Valid ids map to themselves; others to a hash of the original (deterministic, so the
+    same transcript always gets the same ids), avoiding ids already in use.
+    """
+    rule = ID_RULES.get(provider)
+    if rule is None:
+        return {}
+    ids: list[str] = []
+    for m in messages:
+        for b in m.content:
+            if isinstance(b, ToolCall):
+                ids.append(b.id)
+            elif isinstance(b, ToolResult):
+                ids.append(b.tool_call_id)
+    mapping = {i: i for i in ids if rule.pattern.fullmatch(i)}
+    used = set(mapping)
+    for original in ids:
+        if original in mapping:
+            continue
+        salt = 0
+        new = _hashed_id(original, rule, salt)
+        while new in used:
+            salt += 1
+            new = _hashed_id(original, rule, salt)
+        mapping[original] = new
+        used.add(new)
+    return mapping
+
+
+def normalize_tool_ids(messages: list[Message], provider: str) -> list[Message]:
+    """The transcript with every tool-call id (calls and results alike) valid for `provider`.
+
+    Messages whose ids are already valid are returned as they are (same objects).
+    """
+    mapping = tool_id_map(messages, provider)
+    if all(k == v for k, v in mapping.items()):
+        return messages
+    out: list[Message] = []
+    for m in messages:
+        if not any(_renamed(b, mapping) for b in m.content):
+            out.append(m)
+            continue
+        blocks: list[Block] = []
+        for b in m.content:
+            if isinstance(b, ToolCall):
+                blocks.append(b.model_copy(update={"id": mapping[b.id]}))
+            elif isinstance(b, ToolResult):
+                blocks.append(b.model_copy(update={"tool_call_id": mapping[b.tool_call_id]}))
+            else:
+                blocks.append(b)
+        out.append(Message(role=m.role, content=blocks))
+    return out
+
+
+def _renamed(block: Block, mapping: dict[str, str]) -> bool:
+    if isinstance(block, ToolCall):
+        return mapping[block.id] != block.id
+    if isinstance(block, ToolResult):
+        return mapping[block.tool_call_id] != block.tool_call_id
+    return False
+
+
+# --- neutral -> Chat Completions -------------------------------------------------------
+
+
+def chat_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.input_schema,
+            },
+        }
+        for t in tools
+    ]
+
+
+def to_chat_messages(
+    system: str, messages: list[Message], *, tool_names: bool = False
+) -> list[dict[str, Any]]:
+    """System first; assistant tool_calls; each ToolResult a `tool` message (before any user
+    text of the same neutral message). `tool_names` adds the tool's name to tool messages
+    (Mistral's shape)."""
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": system})
+    names: dict[str, str] = {}
+    for m in messages:
+        if m.role == "assistant":
+            out.append(_assistant(m))
+            names.update((c.id, c.name) for c in m.tool_calls)
+            continue
+        for r in m.tool_results:
+            tool: dict[str, Any] = {
+                "role": "tool",
+                "tool_call_id": r.tool_call_id,
+                "content": _result_text(r),
+            }
+            if tool_names and r.tool_call_id in names:
+                tool["name"] = names[r.tool_call_id]
+            out.append(tool)
+        texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
+        if texts:
+            content: Any = (
+                texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
+            )
+            out.append({"role": "user", "content": content})
+        elif not m.tool_results:
+            out.append({"role": "user", "content": "(empty)"})
+    return out
+
+
+def _assistant(m: Message) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": m.text or None}
+    if m.tool_calls:
+        msg["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.input, ensure_ascii=False)},
+            }
+            for c in m.tool_calls
+        ]
+    elif not m.text:
+        msg["content"] = "(empty)"
+    return msg
+
+
+def _result_text(r: ToolResult) -> str:
+    text = r.content or "(no output)"
+    return f"Error: {text}" if r.is_error else text
+
+
+# --- Chat Completions stream -> neutral ------------------------------------------------
+
+FINISH_REASONS = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "model_length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def parse_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any]:
+    """Tool-call arguments as a dict; unparseable JSON is kept so the tool layer can say so."""
+    if isinstance(raw, dict):
+        return raw
+    if not raw or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"_unparsed_arguments": raw}
+    return value if isinstance(value, dict) else {"_unparsed_arguments": raw}
+
+
+def chat_usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+) -> Usage:
+    """Chat usage counts cached and cache-written tokens inside prompt_tokens; the neutral
+    Usage (like Anthropic's) counts them apart."""
+    return Usage(
+        input_tokens=max(0, prompt_tokens - cached_tokens - cache_write_tokens),
+        output_tokens=completion_tokens,
+        cache_read_tokens=cached_tokens,
+        cache_creation_tokens=cache_write_tokens,
+    )
+
+
+@dataclass
+class _Slot:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    parsed: dict[str, Any] | None = None
+
+
+@dataclass
+class ChatAccumulator:
+    """Collects a streamed assistant turn: text deltas, tool-call deltas by index, usage."""
+
+    text: list[str] = field(default_factory=list)
+    slots: dict[int, _Slot] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str = ""
+
+    def add_text(self, piece: str | None) -> None:
+        if piece:
+            self.text.append(piece)
+
+    def add_tool_delta(
+        self,
+        index: int,
+        call_id: str | None,
+        name: str | None,
+        arguments: str | dict[str, Any] | None,
+    ) -> None:
+        slot = self.slots.setdefault(index, _Slot())
+        if call_id and not slot.id:
+            slot.id = call_id
+        if name:
+            slot.name += name
+        if isinstance(arguments, dict):  # sent whole, already parsed (Mistral)
+            slot.parsed = arguments
+        elif arguments:
+            slot.arguments += arguments
+
+    def finish(self, reason: str | None) -> None:
+        if reason:
+            self.finish_reason = reason
+
+    @property
+    def complete(self) -> bool:
+        return self.finish_reason is not None
+
+    def response(self, model: str) -> ModelResponse:
+        blocks: list[Block] = []
+        text = "".join(self.text)
+        if text:
+            blocks.append(TextBlock(text=text))
+        for index in sorted(self.slots):
+            s = self.slots[index]
+            args = s.parsed if s.parsed is not None else parse_arguments(s.arguments)
+            call_id = s.id or _hashed_id(f"{model}|{text}|{index}|{s.name}", _OPENAI_RULE, 0)
+            blocks.append(ToolCall(id=call_id, name=s.name, input=args))
+        reason = self.finish_reason
+        stop = FINISH_REASONS.get(reason, reason) if reason else None
+        if stop == "end_turn" and self.slots:  # some servers say "stop" after tool calls
+            stop = "tool_use"
+        return ModelResponse(
+            message=Message(role="assistant", content=blocks),
+            usage=self.usage or Usage(),
+            stop_reason=stop,
+            model=self.model or model,
+        )

@@ -1,0 +1,159 @@
+"""OpenAI Chat Completions through the official `openai` SDK (streaming, tools).
+
+Works against any OpenAI-compatible server by base URL (Ollama, vLLM, llama.cpp server);
+without an API key no Authorization header is sent, which local servers accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+
+import openai
+from openai.types.chat import ChatCompletionChunk
+
+from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
+from swarm.providers.convert import (
+    ChatAccumulator,
+    chat_tools,
+    chat_usage,
+    normalize_tool_ids,
+    to_chat_messages,
+)
+from swarm.providers.types import Message, ModelResponse, ToolSpec
+
+OPENAI_API_HOST = "api.openai.com"
+MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
+
+
+def default_max_tokens_param(base_url: str | None) -> MaxTokensParam:
+    """OpenAI's own API wants max_completion_tokens (reasoning models refuse max_tokens);
+    compatible servers widely understand only max_tokens."""
+    if base_url is None or OPENAI_API_HOST in base_url:
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout_s: float = 600.0,
+        default_headers: Mapping[str, str] | None = None,
+        max_tokens_param: MaxTokensParam | None = None,
+    ):
+        # A keyless local server: no Authorization header at all (the SDK insists on some
+        # key at construction, and drops the header only when a request omits it).
+        self._extra_headers: dict[str, Any] | None = (
+            None if api_key else {"Authorization": openai.Omit()}
+        )
+        self.max_tokens_param: MaxTokensParam = max_tokens_param or default_max_tokens_param(
+            base_url
+        )
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key or "no-key",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            default_headers=default_headers,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        max_tokens: int,
+    ) -> ModelResponse:
+        wire = to_chat_messages(system, normalize_tool_ids(messages, self.name))
+        by_name = self.max_tokens_param == "max_tokens"
+        acc = ChatAccumulator()
+        try:
+            stream = await self.client.chat.completions.create(
+                model=model,
+                messages=cast(Any, wire),
+                tools=cast(Any, chat_tools(tools)) if tools else openai.omit,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=self._extra_headers,
+                max_tokens=max_tokens if by_name else openai.omit,
+                max_completion_tokens=openai.omit if by_name else max_tokens,
+            )
+            async with stream:
+                async for chunk in stream:
+                    add_chunk(acc, chunk)
+        except openai.APIError as exc:
+            raise provider_error(self.name, exc) from None
+        if not acc.complete:
+            raise ProviderError(
+                f"{self.name}: the response stream ended before the turn was complete",
+                retryable=True,
+                provider=self.name,
+            )
+        return acc.response(model)
+
+
+def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:
+    if chunk.model and not acc.model:
+        acc.model = chunk.model
+    if chunk.usage is not None:
+        u = chunk.usage
+        details = u.prompt_tokens_details
+        acc.usage = chat_usage(
+            u.prompt_tokens or 0,
+            u.completion_tokens or 0,
+            (details.cached_tokens or 0) if details else 0,
+            (details.cache_write_tokens or 0) if details else 0,
+        )
+    for choice in chunk.choices:
+        if choice.index != 0:
+            continue
+        delta = choice.delta
+        acc.add_text(delta.content)
+        for tc in delta.tool_calls or []:
+            fn = tc.function
+            # Some compatible servers omit `index` and send each call whole.
+            index = tc.index if isinstance(tc.index, int) else len(acc.slots)
+            acc.add_tool_delta(index, tc.id, fn.name if fn else None, fn.arguments if fn else None)
+        acc.finish(choice.finish_reason)
+
+
+def provider_error(provider: str, exc: openai.APIError) -> ProviderError:
+    """One classified error per SDK failure; the message carries no credentials."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        return ProviderError(
+            f"{provider}: HTTP {exc.status_code}: {error_text(exc.body, exc.message)}",
+            status=exc.status_code,
+            retryable=classify_status(exc.status_code, headers),
+            retry_after_s=retry_after_from_headers(headers),
+            provider=provider,
+        )
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return ProviderError(
+            f"{provider}: connection error: {exc.message}", retryable=True, provider=provider
+        )
+    # An error event in the middle of a stream (or an unparseable response).
+    return ProviderError(
+        f"{provider}: stream error: {error_text(exc.body, exc.message)}",
+        retryable=True,
+        provider=provider,
+    )
+
+
+def error_text(body: object, fallback: str) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return fallback

@@ -1,0 +1,96 @@
+"""Budget reservations and shared rate limits on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+
+from swarm.blackboard.board import Blackboard
+from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter, credential_id
+
+
+def test_credential_id_hides_the_key() -> None:
+    cid = credential_id("anthropic", "sk-secret-123", None)
+    assert "sk-secret" not in cid and cid.startswith("anthropic:")
+    assert cid == credential_id("anthropic", "sk-secret-123", None)
+    assert cid != credential_id("anthropic", "sk-other", None)
+
+
+async def test_rate_limit_is_shared_and_never_exceeded(board: Blackboard) -> None:
+    cred = f"test:{secrets.token_hex(4)}"
+    window, limit = 0.5, 3
+    limiters = [RateLimiter(Blackboard(board.url, board.run_id).r, cred, limit, None, window)
+                for _ in range(10)]
+    stamps: list[float] = []
+
+    async def agent(lim: RateLimiter) -> None:
+        for _ in range(2):
+            async with lim.slot(10):
+                stamps.append(time.monotonic())
+                await asyncio.sleep(0.05)  # the request takes a while
+
+    start = time.monotonic()
+    await asyncio.gather(*(agent(lim) for lim in limiters))
+    elapsed = time.monotonic() - start
+    assert len(stamps) == 20
+    stamps.sort()
+    for i, t in enumerate(stamps):  # any window-long interval holds at most `limit`
+        assert sum(1 for u in stamps[i:] if u - t < window - 0.02) <= limit
+    assert elapsed >= (20 / limit - 1) * window * 0.9  # it really waited
+    for lim in limiters:
+        await lim.r.aclose()
+
+
+async def test_token_limit(board: Blackboard) -> None:
+    lim = RateLimiter(board.r, f"test:{secrets.token_hex(4)}", None, 100, 0.3)
+    async with lim.slot(60) as waited:
+        assert waited == 0
+    async with lim.slot(60) as waited:  # 120 > 100 in one window: waits for the first
+        assert waited > 0.1
+
+
+async def test_a_429_blocks_every_agent_on_the_credential(board: Blackboard) -> None:
+    cred = f"test:{secrets.token_hex(4)}"
+    a = RateLimiter(board.r, cred, 1000, None, 60)
+    b = RateLimiter(board.r, cred, 1000, None, 60)
+    await a.block_for(0.3)
+    start = time.monotonic()
+    async with b.slot(1):
+        pass
+    assert time.monotonic() - start >= 0.25
+
+
+async def test_budget_reserve_settle_and_exhaust(board: Blackboard) -> None:
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=1.0, max_tokens=None)
+    r1 = await budget.reserve(0.4, 100)
+    r2 = await budget.reserve(0.4, 100)
+    # a third does not fit while two are in flight: it waits for them
+    third = asyncio.create_task(budget.reserve(0.4, 100, wait_s=0.01))
+    await asyncio.sleep(0.1)
+    assert not third.done()
+    await board.record_turn("a", "t1", [], usage={"usd": 0.1}, settle=r1)
+    r3 = await asyncio.wait_for(third, 2)  # 0.1 spent + 0.4 reserved + 0.4 fits
+    await board.record_turn("a", "t1", [], usage={"usd": 0.35}, settle=r2)
+    await board.record_turn("a", "t1", [], usage={"usd": 0.3}, settle=r3)
+    with pytest.raises(BudgetExhausted) as info:
+        await budget.reserve(0.4, 100)
+    assert info.value.state == "budget"
+    assert "max_usd 1.0 reached" in info.value.reason
+    meta = await board.meta()
+    assert meta["state"] == "budget"
+    assert abs(float(await board.r.hget(board.k.budget, "reserved_usd"))) < 1e-9
+    # a stopped run refuses new requests too
+    with pytest.raises(BudgetExhausted):
+        await Budget(board.r, board.run_id, None, None).reserve(0.0, 1)
+
+
+async def test_release_gives_the_reservation_back(board: Blackboard) -> None:
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=None, max_tokens=1000)
+    r = await budget.reserve(0.0, 900)
+    await budget.release(r)
+    await budget.reserve(0.0, 900)  # fits again
