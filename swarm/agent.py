@@ -110,9 +110,14 @@ class AgentLoop:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
         self.budget = Budget(board.r, board.run_id, swarm.max_usd, swarm.max_tokens)
-        self.handle = SwarmHandle(board=board, agent=agent.name, role=agent.role,
-                                  neighbours=swarm.neighbours, roles=swarm.roles,
-                                  agents=swarm.agents)
+        self.handle = SwarmHandle(
+            board=board,
+            agent=agent.name,
+            role=agent.role,
+            neighbours=swarm.neighbours,
+            roles=swarm.roles,
+            agents=swarm.agents,
+        )
         ctx.swarm = self.handle
         self.ctx = ctx
         self.tools = {**tools, **SWARM_TOOLS}
@@ -136,9 +141,15 @@ class AgentLoop:
         if key == self._last_status:
             return
         self._last_status = key
-        await self.board.update_agent(self.agent.name, event="agent_status",
-                                      data={"status": status, **extra}, status=status,
-                                      task=task, pid=os.getpid(), **extra)
+        await self.board.update_agent(
+            self.agent.name,
+            event="agent_status",
+            data={"status": status, **extra},
+            status=status,
+            task=task,
+            pid=os.getpid(),
+            **extra,
+        )
 
     async def run(self) -> None:
         """Claim and work tasks until every task of the run is completed or failed."""
@@ -194,8 +205,12 @@ class AgentLoop:
                 raise
         except ProviderError as exc:
             await self.board.fail(task_id, self.agent.name, f"provider error: {exc}")
-            await self.board.emit("provider_error", task=task_id, agent=self.agent.name,
-                                  data={"error": str(exc), "status": exc.status})
+            await self.board.emit(
+                "provider_error",
+                task=task_id,
+                agent=self.agent.name,
+                data={"error": str(exc), "status": exc.status},
+            )
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -217,8 +232,9 @@ class AgentLoop:
         if not stored:
             deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
             first = Message.user_text(task_prompt(task, deps))
-            await self.board.record_turn(name, task.id, [first.model_dump()],
-                                         events=[("session_started", {})])
+            await self.board.record_turn(
+                name, task.id, [first.model_dump()], events=[("session_started", {})]
+            )
             stored = [first]
         messages = repair(stored)
         if len(messages) != len(stored) or messages != stored:
@@ -247,7 +263,8 @@ class AgentLoop:
                 return
             try:
                 resp, attempts = await with_retries(
-                    lambda: self._request(messages, est_in), self.retry,
+                    lambda: self._request(messages, est_in),
+                    self.retry,
                     lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
                 )
             except BaseException:
@@ -257,16 +274,33 @@ class AgentLoop:
             u = resp.usage
             usd = cost_usd(self.agent.model, u)
             await self.board.record_turn(
-                name, task.id, [resp.message.model_dump()],
-                usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                       "cache_read_tokens": u.cache_read_tokens,
-                       "cache_creation_tokens": u.cache_creation_tokens, "usd": usd,
-                       "turns": 1, "requests": attempts},
-                agent_fields={"turns_task": turns}, settle=reservation,
-                events=[("model_turn", {"turn": turns, "input_tokens": u.input_tokens,
-                                        "output_tokens": u.output_tokens, "usd": usd,
-                                        "tool_calls": [c.name for c in resp.message.tool_calls],
-                                        "attempts": attempts})],
+                name,
+                task.id,
+                [resp.message.model_dump()],
+                usage={
+                    "input_tokens": u.input_tokens,
+                    "output_tokens": u.output_tokens,
+                    "cache_read_tokens": u.cache_read_tokens,
+                    "cache_creation_tokens": u.cache_creation_tokens,
+                    "usd": usd,
+                    "turns": 1,
+                    "requests": attempts,
+                },
+                agent_fields={"turns_task": turns},
+                settle=reservation,
+                events=[
+                    (
+                        "model_turn",
+                        {
+                            "turn": turns,
+                            "input_tokens": u.input_tokens,
+                            "output_tokens": u.output_tokens,
+                            "usd": usd,
+                            "tool_calls": [c.name for c in resp.message.tool_calls],
+                            "attempts": attempts,
+                        },
+                    )
+                ],
             )
             messages.append(resp.message)
             chars += len(resp.message.model_dump_json())
@@ -278,11 +312,20 @@ class AgentLoop:
             events: list[tuple[str, dict[str, Any]]] = []
             for call in calls:
                 out = await self.runner.run(call.name, call.input)
-                results.append(ToolResult(tool_call_id=call.id, content=out.text,
-                                          is_error=out.is_error))
-                events.append(("tool_call", {"tool": call.name, "is_error": out.is_error,
-                                             "summary": _summary(call.name, call.input),
-                                             **_small(out.meta)}))
+                results.append(
+                    ToolResult(tool_call_id=call.id, content=out.text, is_error=out.is_error)
+                )
+                events.append(
+                    (
+                        "tool_call",
+                        {
+                            "tool": call.name,
+                            "is_error": out.is_error,
+                            "summary": _summary(call.name, call.input),
+                            **_small(out.meta),
+                        },
+                    )
+                )
             reply = Message(role="user", content=list(results))
             await self.board.record_turn(name, task.id, [reply.model_dump()], events=events)
             messages.append(reply)
@@ -293,12 +336,18 @@ class AgentLoop:
 
     async def _request(self, messages: list[Message], est_tokens: int) -> ModelResponse:
         """One attempt: wait for the credential's shared rate limit, then call the model."""
-        slot = (self.limiter.slot(est_tokens) if self.limiter is not None and self.limiter.enabled
-                else contextlib.nullcontext(0.0))
+        slot = (
+            self.limiter.slot(est_tokens)
+            if self.limiter is not None and self.limiter.enabled
+            else contextlib.nullcontext(0.0)
+        )
         try:
             async with slot:
                 return await self.provider.complete(
-                    model=self.model, system=self.system, messages=messages, tools=self.specs,
+                    model=self.model,
+                    system=self.system,
+                    messages=messages,
+                    tools=self.specs,
                     max_tokens=self.swarm.max_output_tokens,
                 )
         except ProviderError as exc:
@@ -306,11 +355,18 @@ class AgentLoop:
                 await self.limiter.block_for(exc.retry_after_s or 1.0)
             raise
 
-    async def _on_retry(self, task_id: str, attempt: int, exc: ProviderError, delay: float
-                        ) -> None:
-        await self.board.emit("provider_retry", task=task_id, agent=self.agent.name,
-                              data={"attempt": attempt, "status": exc.status,
-                                    "delay_s": round(delay, 3), "error": str(exc)[:300]})
+    async def _on_retry(self, task_id: str, attempt: int, exc: ProviderError, delay: float) -> None:
+        await self.board.emit(
+            "provider_retry",
+            task=task_id,
+            agent=self.agent.name,
+            data={
+                "attempt": attempt,
+                "status": exc.status,
+                "delay_s": round(delay, 3),
+                "error": str(exc)[:300],
+            },
+        )
 
     async def _finish(self, task_id: str, text: str) -> None:
         if not await self.board.complete(task_id, self.agent.name, text.strip() or "(done)"):
@@ -325,5 +381,8 @@ def _summary(tool: str, args: dict[str, Any]) -> str:
 
 
 def _small(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if isinstance(v, (int, float, bool, str)) and
-            (not isinstance(v, str) or len(v) < 200)}
+    return {
+        k: v
+        for k, v in meta.items()
+        if isinstance(v, (int, float, bool, str)) and (not isinstance(v, str) or len(v) < 200)
+    }

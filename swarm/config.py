@@ -179,9 +179,9 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
         for j, tool in enumerate(tools):
             if tool not in known_tools and not MCP_TOOL_RE.match(tool):
                 loc = ("agents", i, "tools", j) if spec.tools is not None else ("agents", i, "role")
-                where = "" if spec.tools is not None else f" (in role card {card.source})"
+                origin = "" if spec.tools is not None else f" (in role card {card.source})"
                 hint = " (an MCP server is mcp:<server name>)" if tool.startswith("mcp") else ""
-                raise src.error(loc, f"unknown tool {tool!r}{where}{hint}")
+                raise src.error(loc, f"unknown tool {tool!r}{origin}{hint}")
         names = (
             [spec.name] if spec.count == 1 else [f"{spec.name}-{n}" for n in range(1, spec.count + 1)]
         )

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,7 @@ class Coordinator:
             await self.board.update_agent(name, event="agent_dead", data={"error": str(exc)[:500]},
                                           status="dead")
 
-    async def _stop(self, runs: dict[str, asyncio.Future[None]]) -> None:
+    async def _stop(self, runs: Mapping[str, asyncio.Future[None]]) -> None:
         import ray
 
         done, pending = await asyncio.wait(list(runs.values()), timeout=5)

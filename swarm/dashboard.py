@@ -19,8 +19,12 @@ from swarm.blackboard.board import Blackboard, Event
 from swarm.status import Snapshot, snapshot
 
 STATUS_STYLE = {
-    "working": "bold green", "waiting": "yellow", "idle": "dim", "done": "cyan",
-    "dead": "bold red", "starting": "dim",
+    "working": "bold green",
+    "waiting": "yellow",
+    "idle": "dim",
+    "done": "cyan",
+    "dead": "bold red",
+    "starting": "dim",
 }
 TASK_ICON = {"completed": "✅", "failed": "❌", "claimed": "🔄", "ready": "•", "pending": "⏸"}
 
@@ -40,7 +44,9 @@ def describe(e: Event) -> str:
     if e.type == "task_completed":
         return str(d.get("result", ""))[:100]
     if e.type == "provider_retry":
-        return f"attempt {d.get('attempt')} failed ({d.get('status')}), retry in {d.get('delay_s')}s"
+        return (
+            f"attempt {d.get('attempt')} failed ({d.get('status')}), retry in {d.get('delay_s')}s"
+        )
     if e.type == "run_finished":
         return f"{d.get('state')} {d.get('reason', '')}".strip()
     return json.dumps(d)[:120] if d else ""
@@ -50,7 +56,9 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
     elapsed = ((snap.finished_ms or int(time.time() * 1000)) - snap.created_ms) / 1000
     u = snap.usage
     head = Text.assemble(
-        (f"{snap.name} ", "bold"), (f"run {snap.run_id}  ", "dim"), (snap.state, "bold magenta"),
+        (f"{snap.name} ", "bold"),
+        (f"run {snap.run_id}  ", "dim"),
+        (snap.state, "bold magenta"),
         f"  {elapsed:,.0f}s  tokens {u.input_tokens:,} in / {u.output_tokens:,} out"
         f"  ${u.usd:,.4f}  turns {u.turns}",
     )
@@ -59,26 +67,45 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
         agents.add_column(col, justify="right" if col in ("turns", "$") else "left")
     for a in snap.agents:
         status = a.status + (f" for {', '.join(a.waiting_for)}" if a.waiting_for else "")
-        agents.add_row(a.name, a.role, Text(status, STATUS_STYLE.get(a.status, "")), a.task or "-",
-                       str(a.turns), f"{a.input_tokens:,}/{a.output_tokens:,}", f"{a.usd:.4f}")
+        agents.add_row(
+            a.name,
+            a.role,
+            Text(status, STATUS_STYLE.get(a.status, "")),
+            a.task or "-",
+            str(a.turns),
+            f"{a.input_tokens:,}/{a.output_tokens:,}",
+            f"{a.usd:.4f}",
+        )
     phases = Table(expand=True, box=None, show_header=False)
     phases.add_column("phase")
     phases.add_column("bar", ratio=1)
     phases.add_column("n", justify="right")
     for p in snap.phases:
         done = p.completed + p.failed
-        phases.add_row(p.name, ProgressBar(total=max(p.total, 1), completed=done),
-                       f"{p.completed}/{p.total}" + (f" ({p.failed} failed)" if p.failed else ""))
+        phases.add_row(
+            p.name,
+            ProgressBar(total=max(p.total, 1), completed=done),
+            f"{p.completed}/{p.total}" + (f" ({p.failed} failed)" if p.failed else ""),
+        )
     tasks = Text()
     for t in snap.tasks:
-        tasks.append(f"{TASK_ICON.get(t.status, '?')} {t.id} ", "bold" if t.status == "claimed" else "")
+        tasks.append(
+            f"{TASK_ICON.get(t.status, '?')} {t.id} ", "bold" if t.status == "claimed" else ""
+        )
     events = Table(expand=True, box=None, show_header=False)
     for e in recent[-8:]:
-        events.add_row(time.strftime("%H:%M:%S", time.localtime(e.ts / 1000)), e.agent or "-",
-                       e.type, describe(e))
+        events.add_row(
+            time.strftime("%H:%M:%S", time.localtime(e.ts / 1000)),
+            e.agent or "-",
+            e.type,
+            describe(e),
+        )
     return Group(
-        Panel(head), Panel(agents, title="agents"), Panel(phases, title="phases"),
-        Panel(tasks, title="tasks"), Panel(events, title="events"),
+        Panel(head),
+        Panel(agents, title="agents"),
+        Panel(phases, title="phases"),
+        Panel(tasks, title="tasks"),
+        Panel(events, title="events"),
     )
 
 
@@ -89,8 +116,9 @@ def plain_line(e: Event) -> str:
     return f"{ts} {who}{task} {e.type} {describe(e)}".rstrip()
 
 
-async def follow(board: Blackboard, mode: str, stop: asyncio.Event,
-                 out: IO[str] | None = None) -> None:
+async def follow(
+    board: Blackboard, mode: str, stop: asyncio.Event, out: IO[str] | None = None
+) -> None:
     """Show the run until `stop` is set (or the run finishes and stop is set by the caller).
     mode: 'live' | 'plain' | 'json' | 'none'."""
     out = out or sys.stdout
@@ -110,8 +138,10 @@ async def follow(board: Blackboard, mode: str, stop: asyncio.Event,
             for e in events:
                 if mode == "json":
                     out.write(e.model_dump_json() + "\n")
-                elif mode == "plain" and e.type not in ("agent_status",) or (
-                    mode == "plain" and e.data.get("status") in ("waiting", "dead")
+                elif (
+                    mode == "plain"
+                    and e.type not in ("agent_status",)
+                    or (mode == "plain" and e.data.get("status") in ("waiting", "dead"))
                 ):
                     out.write(plain_line(e) + "\n")
             recent.extend(events)

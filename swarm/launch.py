@@ -68,8 +68,9 @@ def display_mode(json_events: bool, no_dashboard: bool) -> str:
     return "live"
 
 
-async def _launch(loaded: LoadedConfig, repo: Path, run_id: str, mode: str,
-                  workdir: Path) -> LaunchResult:
+async def _launch(
+    loaded: LoadedConfig, repo: Path, run_id: str, mode: str, workdir: Path
+) -> LaunchResult:
     handle = open_redis(state_dir(workdir))
     board = Blackboard(handle.url, run_id)
     try:
@@ -105,14 +106,22 @@ async def print_summary(board: Blackboard, repo: Path) -> None:
     print(f"  tasks: {done}/{len(snap.tasks)} completed, {len(failed)} failed")
     for t in failed:
         print(f"    failed {t.id}: {t.error}")
-    print(f"  usage: {u.input_tokens:,} input + {u.output_tokens:,} output tokens, "
-          f"{u.turns} model turns, ${u.usd:.4f}")
+    print(
+        f"  usage: {u.input_tokens:,} input + {u.output_tokens:,} output tokens, "
+        f"{u.turns} model turns, ${u.usd:.4f}"
+    )
     print(f"  repository: {repo}")
     print(f"  details: swarm status {snap.run_id}")
 
 
-def launch(config: Path, repo: Path | None, run_id: str | None, json_events: bool,
-           no_dashboard: bool, workdir: Path | None = None) -> LaunchResult:
+def launch(
+    config: Path,
+    repo: Path | None,
+    run_id: str | None,
+    json_events: bool,
+    no_dashboard: bool,
+    workdir: Path | None = None,
+) -> LaunchResult:
     loaded = load_config(config)
     repo_path = resolve_repo(loaded, repo)
     check_credentials(loaded)
@@ -135,7 +144,9 @@ def demo(workdir: Path, json_events: bool = False, no_dashboard: bool = False) -
     shutil.copytree(resolve_repo(loaded, None), repo)
     print(f"demo: working on a fresh copy of examples/calc at {repo}")
     with StubServer(load_script(script), record_path=run_dir / "stub-requests.jsonl") as stub:
-        print(f"demo: scripted LLM server at {stub.base_url} (requests: {run_dir / 'stub-requests.jsonl'})")
+        print(
+            f"demo: scripted LLM server at {stub.base_url} (requests: {run_dir / 'stub-requests.jsonl'})"
+        )
         os.environ["ANTHROPIC_BASE_URL"] = stub.base_url
         os.environ["ANTHROPIC_API_KEY"] = "stub-key-not-secret"
         mode = display_mode(json_events, no_dashboard)

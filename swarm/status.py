@@ -70,8 +70,9 @@ class Snapshot(BaseModel):
 
 
 def _usage(raw: dict[str, float]) -> UsageRow:
-    return UsageRow(**{k: (v if k == "usd" else int(v)) for k, v in raw.items()
-                       if k in UsageRow.model_fields})
+    return UsageRow.model_validate(
+        {k: (v if k == "usd" else int(v)) for k, v in raw.items() if k in UsageRow.model_fields}
+    )
 
 
 async def snapshot(board: Blackboard) -> Snapshot:
@@ -81,13 +82,21 @@ async def snapshot(board: Blackboard) -> Snapshot:
     for a in await board.agents():
         u = _usage(await board.usage("agent", a.get("name", "")))
         pid = a.get("pid")
-        agents.append(AgentRow(
-            name=a.get("name", ""), role=a.get("role", ""), model=a.get("model", ""),
-            status=a.get("status", ""), task=a.get("task", ""),
-            waiting_for=[w for w in a.get("waiting_for", "").split(",") if w],
-            pid=int(pid) if pid else None, turns=u.turns, input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens, usd=round(u.usd, 6),
-        ))
+        agents.append(
+            AgentRow(
+                name=a.get("name", ""),
+                role=a.get("role", ""),
+                model=a.get("model", ""),
+                status=a.get("status", ""),
+                task=a.get("task", ""),
+                waiting_for=[w for w in a.get("waiting_for", "").split(",") if w],
+                pid=int(pid) if pid else None,
+                turns=u.turns,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                usd=round(u.usd, 6),
+            )
+        )
     phase_names: list[str] = json.loads(meta.get("phases") or "[]")
     for t in tasks:
         if t.phase and t.phase not in phase_names:
@@ -95,17 +104,41 @@ async def snapshot(board: Blackboard) -> Snapshot:
     phases = []
     for p in phase_names:
         mine = [t for t in tasks if t.phase == p]
-        phases.append(PhaseRow(name=p, total=len(mine),
-                               completed=sum(t.status == "completed" for t in mine),
-                               failed=sum(t.status == "failed" for t in mine)))
+        phases.append(
+            PhaseRow(
+                name=p,
+                total=len(mine),
+                completed=sum(t.status == "completed" for t in mine),
+                failed=sum(t.status == "failed" for t in mine),
+            )
+        )
     return Snapshot(
-        run_id=board.run_id, name=meta.get("name", ""), state=meta.get("state", "unknown"),
-        reason=meta.get("reason", ""), repo=meta.get("repo", ""),
-        created_ms=int(meta.get("created") or 0), finished_ms=int(meta.get("finished") or 0),
-        tasks=[TaskRow(id=t.id, title=t.title, phase=t.phase, status=t.status,
-                       assignee=t.assignee, attempts=t.attempts, role=t.role, agent=t.agent,
-                       needs=t.needs, result=t.result, error=t.error) for t in tasks],
-        agents=agents, phases=phases, usage=_usage(await board.usage()),
+        run_id=board.run_id,
+        name=meta.get("name", ""),
+        state=meta.get("state", "unknown"),
+        reason=meta.get("reason", ""),
+        repo=meta.get("repo", ""),
+        created_ms=int(meta.get("created") or 0),
+        finished_ms=int(meta.get("finished") or 0),
+        tasks=[
+            TaskRow(
+                id=t.id,
+                title=t.title,
+                phase=t.phase,
+                status=t.status,
+                assignee=t.assignee,
+                attempts=t.attempts,
+                role=t.role,
+                agent=t.agent,
+                needs=t.needs,
+                result=t.result,
+                error=t.error,
+            )
+            for t in tasks
+        ],
+        agents=agents,
+        phases=phases,
+        usage=_usage(await board.usage()),
     )
 
 

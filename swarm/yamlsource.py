@@ -46,7 +46,9 @@ class YamlSource:
                 key = str(key_node.value)
                 if key in seen:
                     raise ConfigError(
-                        self.path, key_node.start_mark.line + 1, self.field(loc + (key,)),
+                        self.path,
+                        key_node.start_mark.line + 1,
+                        self.field(loc + (key,)),
                         "duplicate key",
                     )
                 seen.add(key)

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from swarm.blackboard import lua
-from swarm.blackboard.limits import Reservation
 from swarm.blackboard.keys import RUNS, Keys
+from swarm.blackboard.limits import Reservation
 
 TERMINAL = ("completed", "failed")
 
@@ -57,8 +57,11 @@ class Event(BaseModel):
     @classmethod
     def from_fields(cls, event_id: str, fields: dict[str, str]) -> Event:
         return cls(
-            id=event_id, type=fields.get("type", ""), ts=int(fields.get("ts", 0)),
-            task=fields.get("task", ""), agent=fields.get("agent", ""),
+            id=event_id,
+            type=fields.get("type", ""),
+            ts=int(fields.get("ts", 0)),
+            task=fields.get("task", ""),
+            agent=fields.get("agent", ""),
             data=json.loads(fields.get("data") or "{}"),
         )
 
@@ -74,7 +77,8 @@ class Blackboard:
         self.url = url
         self.run_id = run_id
         self.k = Keys(run_id)
-        self.r: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        # decode_responses=True: every reply is str; redis-py's stubs cannot express that
+        self.r: Any = aioredis.Redis.from_url(url, decode_responses=True)
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -93,18 +97,21 @@ class Blackboard:
 
     async def init_run(self, meta: dict[str, str], agents: list[dict[str, str]]) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.k.meta, mapping={**meta, "run_id": self.run_id, "state": "running",
-                                        "created": str(now_ms())})
+        pipe.hset(
+            self.k.meta,
+            mapping={**meta, "run_id": self.run_id, "state": "running", "created": str(now_ms())},
+        )
         pipe.zadd(RUNS, {self.run_id: time.time()})
         for a in agents:
             pipe.rpush(self.k.agents, a["name"])
-            pipe.hset(self.k.agent(a["name"]), mapping={**a, "status": "starting", "task": "",
-                                                        "turns": 0})
+            pipe.hset(
+                self.k.agent(a["name"]), mapping={**a, "status": "starting", "task": "", "turns": 0}
+            )
         await pipe.execute()
         await self.emit("run_started", data={"agents": len(agents)})
 
     @staticmethod
-    async def latest_run(r: aioredis.Redis) -> str | None:
+    async def latest_run(r: Any) -> str | None:
         runs = await r.zrevrange(RUNS, 0, 0)
         return runs[0] if runs else None
 
@@ -112,8 +119,9 @@ class Blackboard:
         return await self.r.hgetall(self.k.meta)
 
     async def set_state(self, state: str, reason: str = "") -> None:
-        await self.r.hset(self.k.meta, mapping={"state": state, "reason": reason,
-                                                "finished": str(now_ms())})
+        await self.r.hset(
+            self.k.meta, mapping={"state": state, "reason": reason, "finished": str(now_ms())}
+        )
         await self.emit("run_finished", data={"state": state, "reason": reason})
 
     # -- tasks -------------------------------------------------------------------------
@@ -162,20 +170,32 @@ class Blackboard:
         return all(t.status in TERMINAL for t in await self.tasks())
 
     # -- events ------------------------------------------------------------------------
-    async def emit(self, kind: str, task: str = "", agent: str = "",
-                   data: dict[str, Any] | None = None) -> None:
-        await self.r.xadd(self.k.events, self._event_fields(kind, task, agent, data),
-                          maxlen=200_000, approximate=True)
+    async def emit(
+        self, kind: str, task: str = "", agent: str = "", data: dict[str, Any] | None = None
+    ) -> None:
+        await self.r.xadd(
+            self.k.events,
+            self._event_fields(kind, task, agent, data),
+            maxlen=200_000,
+            approximate=True,
+        )
 
     @staticmethod
-    def _event_fields(kind: str, task: str, agent: str,
-                      data: dict[str, Any] | None) -> dict[str, str]:
-        return {"type": kind, "ts": str(now_ms()), "task": task, "agent": agent,
-                "data": json.dumps(data or {})}
+    def _event_fields(
+        kind: str, task: str, agent: str, data: dict[str, Any] | None
+    ) -> dict[str, str]:
+        return {
+            "type": kind,
+            "ts": str(now_ms()),
+            "task": task,
+            "agent": agent,
+            "data": json.dumps(data or {}),
+        }
 
     async def events(self, after: str = "0", count: int = 1000) -> list[Event]:
-        rows = await self.r.xrange(self.k.events, min=f"({after}" if after != "0" else "-",
-                                   count=count)
+        rows = await self.r.xrange(
+            self.k.events, min=f"({after}" if after != "0" else "-", count=count
+        )
         return [Event.from_fields(i, f) for i, f in rows]
 
     async def wait_events(self, after: str, block_ms: int) -> list[Event]:
@@ -198,14 +218,18 @@ class Blackboard:
             pipe.hgetall(self.k.agent(n))
         return list(await pipe.execute())
 
-    async def update_agent(self, name: str, event: str | None = None,
-                           data: dict[str, Any] | None = None, **fields: Any) -> None:
+    async def update_agent(
+        self, name: str, event: str | None = None, data: dict[str, Any] | None = None, **fields: Any
+    ) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.agent(name), mapping={k: str(v) for k, v in fields.items()})
         if event:
-            pipe.xadd(self.k.events,
-                      self._event_fields(event, str(fields.get("task", "")), name, data),
-                      maxlen=200_000, approximate=True)
+            pipe.xadd(
+                self.k.events,
+                self._event_fields(event, str(fields.get("task", "")), name, data),
+                maxlen=200_000,
+                approximate=True,
+            )
         await pipe.execute()
 
     # -- sessions ----------------------------------------------------------------------
@@ -213,8 +237,12 @@ class Blackboard:
         return [json.loads(m) for m in await self.r.lrange(self.k.session(task_id), 0, -1)]
 
     async def record_turn(
-        self, agent: str, task_id: str, messages: list[dict[str, Any]],
-        usage: dict[str, float] | None = None, agent_fields: dict[str, Any] | None = None,
+        self,
+        agent: str,
+        task_id: str,
+        messages: list[dict[str, Any]],
+        usage: dict[str, float] | None = None,
+        agent_fields: dict[str, Any] | None = None,
         events: list[tuple[str, dict[str, Any]]] | None = None,
         settle: Reservation | None = None,
     ) -> None:
@@ -227,8 +255,11 @@ class Blackboard:
         if messages:
             pipe.rpush(self.k.session(task_id), *[json.dumps(m) for m in messages])
         if usage:
-            for key in (self.k.usage, self.k.usage_of("agent", agent),
-                        self.k.usage_of("task", task_id)):
+            for key in (
+                self.k.usage,
+                self.k.usage_of("agent", agent),
+                self.k.usage_of("task", task_id),
+            ):
                 for f, v in usage.items():
                     if isinstance(v, float) and not v.is_integer():
                         pipe.hincrbyfloat(key, f, v)
@@ -237,8 +268,12 @@ class Blackboard:
         if agent_fields:
             pipe.hset(self.k.agent(agent), mapping={k: str(v) for k, v in agent_fields.items()})
         for kind, data in events or []:
-            pipe.xadd(self.k.events, self._event_fields(kind, task_id, agent, data),
-                      maxlen=200_000, approximate=True)
+            pipe.xadd(
+                self.k.events,
+                self._event_fields(kind, task_id, agent, data),
+                maxlen=200_000,
+                approximate=True,
+            )
         await pipe.execute()
 
     async def usage(self, kind: str | None = None, name: str = "") -> dict[str, float]:
@@ -276,8 +311,9 @@ class Blackboard:
         await self.r.hset(self.k.state(agent), key, value)
 
     @contextlib.asynccontextmanager
-    async def path_lock(self, path: str, ttl_ms: int = 30_000,
-                        wait_s: float = 60.0) -> AsyncIterator[None]:
+    async def path_lock(
+        self, path: str, ttl_ms: int = 30_000, wait_s: float = 60.0
+    ) -> AsyncIterator[None]:
         """A per-path lock across agents (SET NX PX with a token; released by token)."""
         key, token = self.k.lock(path), secrets.token_hex(8)
         deadline = time.monotonic() + wait_s

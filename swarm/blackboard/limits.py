@@ -9,8 +9,7 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import redis.asyncio as aioredis
+from typing import Any
 
 from swarm.blackboard import lua
 from swarm.blackboard.keys import SCHEMA, Keys
@@ -34,23 +33,26 @@ class BudgetExhausted(Exception):
 class Budget:
     """max_usd / max_tokens for a whole run, reserved atomically before each request."""
 
-    def __init__(self, r: aioredis.Redis, run_id: str, max_usd: float | None,
-                 max_tokens: int | None):
+    def __init__(self, r: Any, run_id: str, max_usd: float | None, max_tokens: int | None):
         self.r = r
         self.k = Keys(run_id)
         self.max_usd = max_usd
         self.max_tokens = max_tokens
         self._reserve = r.register_script(lua.RESERVE)
 
-    async def reserve(self, est_usd: float, est_tokens: int, wait_s: float = 0.05
-                      ) -> Reservation:
+    async def reserve(self, est_usd: float, est_tokens: int, wait_s: float = 0.05) -> Reservation:
         """Reserve room for one request; waits while requests in flight may free room.
         Raises BudgetExhausted when the budget is spent or the run no longer runs."""
         while True:
-            res = await self._reserve(args=[
-                self.k.prefix, "" if self.max_usd is None else repr(self.max_usd),
-                "" if self.max_tokens is None else str(self.max_tokens),
-                repr(est_usd), str(est_tokens)])
+            res = await self._reserve(
+                args=[
+                    self.k.prefix,
+                    "" if self.max_usd is None else repr(self.max_usd),
+                    "" if self.max_tokens is None else str(self.max_tokens),
+                    repr(est_usd),
+                    str(est_tokens),
+                ]
+            )
             kind = res[0]
             if kind == "ok":
                 return Reservation(est_usd, est_tokens)
@@ -79,8 +81,14 @@ class RateLimiter:
     """Requests and tokens per window for one credential, shared by every agent that
     uses it (across runs too: the key is not run-scoped). A 429 blocks all of them."""
 
-    def __init__(self, r: aioredis.Redis, credential: str, requests_per_window: int | None,
-                 tokens_per_window: int | None, window_s: float = 60.0):
+    def __init__(
+        self,
+        r: Any,
+        credential: str,
+        requests_per_window: int | None,
+        tokens_per_window: int | None,
+        window_s: float = 60.0,
+    ):
         self.r = r
         self.window_ms = int(window_s * 1000)
         self.max_requests = requests_per_window
@@ -101,12 +109,19 @@ class RateLimiter:
         member = secrets.token_hex(6)
         waited = 0.0
         while True:
-            wait_ms = int(await self._acquire(
-                keys=[self.window_key, self.blocked_key],
-                args=[self.window_ms,
-                      "" if self.max_requests is None else self.max_requests,
-                      "" if self.max_tokens is None else self.max_tokens,
-                      tokens, member, int(inflight_s * 1000)]))
+            wait_ms = int(
+                await self._acquire(
+                    keys=[self.window_key, self.blocked_key],
+                    args=[
+                        self.window_ms,
+                        "" if self.max_requests is None else self.max_requests,
+                        "" if self.max_tokens is None else self.max_tokens,
+                        tokens,
+                        member,
+                        int(inflight_s * 1000),
+                    ],
+                )
+            )
             if wait_ms <= 0:
                 break
             delay = wait_ms / 1000 + 0.001

@@ -38,7 +38,9 @@ end
 """
 
 # ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts} or nil
-CLAIM = COMMON + r"""
+CLAIM = (
+    COMMON
+    + r"""
 local me, role, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local ids = redis.call('LRANGE', p .. ':tasks', 0, -1)
@@ -65,18 +67,24 @@ for _, id in ipairs(ids) do
 end
 return nil
 """
+)
 
 # ARGV: prefix, task, agent, lease_ms -> 1 if the lease is still ours
-HEARTBEAT = COMMON + r"""
+HEARTBEAT = (
+    COMMON
+    + r"""
 local k = p .. ':task:' .. ARGV[2]
 local v = redis.call('HMGET', k, 'status', 'assignee')
 if v[1] ~= 'claimed' or v[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', k, 'lease_until', now_ms() + tonumber(ARGV[4]))
 return 1
 """
+)
 
 # ARGV: prefix, task, agent, result -> 1 completed, 0 not ours (or already terminal)
-COMPLETE = COMMON + r"""
+COMPLETE = (
+    COMMON
+    + r"""
 local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
 local v = redis.call('HMGET', k, 'status', 'assignee')
@@ -99,9 +107,12 @@ for _, dep in ipairs(redis.call('SMEMBERS', p .. ':dependents:' .. id)) do
 end
 return 1
 """
+)
 
 # ARGV: prefix, task, agent ('' = the coordinator), reason -> 1 failed, 0 not allowed
-FAIL = COMMON + r"""
+FAIL = (
+    COMMON
+    + r"""
 local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
 local v = redis.call('HMGET', k, 'status', 'assignee')
@@ -110,10 +121,13 @@ if me ~= '' and (v[1] ~= 'claimed' or v[2] ~= me) then return 0 end
 fail_cascade(id, me, ARGV[4])
 return 1
 """
+)
 
 # ARGV: prefix -> number of leases handled. Expired leases go back to ready, or fail
 # once the task has used its attempts.
-REQUEUE_EXPIRED = COMMON + r"""
+REQUEUE_EXPIRED = (
+    COMMON
+    + r"""
 local now = now_ms()
 local n = 0
 for _, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
@@ -131,10 +145,13 @@ for _, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
 end
 return n
 """
+)
 
 # ARGV: prefix, task json, needs json -> 1 created, 0 id taken; unknown needs are the
 # caller's to check.
-CREATE = COMMON + r"""
+CREATE = (
+    COMMON
+    + r"""
 local t = cjson.decode(ARGV[2])
 local k = p .. ':task:' .. t.id
 if redis.call('EXISTS', k) == 1 then return 0 end
@@ -153,6 +170,7 @@ redis.call('RPUSH', p .. ':tasks', t.id)
 emit('task_created', t.id, t.created_by or '', cjson.encode({status = status}))
 return 1
 """
+)
 
 # ARGV: prefix, path, token, ttl_ms -> 1 acquired
 LOCK_RELEASE = r"""
@@ -163,7 +181,9 @@ return 0
 # Budget reservation, before each model request. KEYS: none.
 # ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens
 # -> {'ok'} | {'budget', reason} | {'stopped', state}
-RESERVE = COMMON + r"""
+RESERVE = (
+    COMMON
+    + r"""
 local state = redis.call('HGET', p .. ':meta', 'state')
 if state and state ~= 'running' then return {'stopped', state} end
 local usage = p .. ':usage'
@@ -191,6 +211,7 @@ redis.call('HINCRBYFLOAT', budget, 'reserved_usd', est_usd)
 redis.call('HINCRBY', budget, 'reserved_tokens', est_tok)
 return {'ok'}
 """
+)
 
 # Sliding-window rate limit per credential. A request counts from when it is admitted
 # until `window` after it finished (its entry's score is its finish time; while in flight
@@ -239,7 +260,9 @@ return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
 # ARGV: prefix, task, agent, reason -> 1 released back to ready (the attempt is not counted)
-RELEASE = COMMON + r"""
+RELEASE = (
+    COMMON
+    + r"""
 local k = p .. ':task:' .. ARGV[2]
 local v = redis.call('HMGET', k, 'status', 'assignee')
 if v[1] ~= 'claimed' or v[2] ~= ARGV[3] then return 0 end
@@ -248,3 +271,4 @@ redis.call('HINCRBY', k, 'attempts', -1)
 emit('task_released', ARGV[2], ARGV[3], cjson.encode({reason = ARGV[4]}))
 return 1
 """
+)

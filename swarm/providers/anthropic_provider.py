@@ -29,8 +29,14 @@ def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
             elif isinstance(b, ToolCall):
                 blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
             elif isinstance(b, ToolResult):
-                blocks.append({"type": "tool_result", "tool_use_id": b.tool_call_id,
-                               "content": b.content or "(no output)", "is_error": b.is_error})
+                blocks.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": b.tool_call_id,
+                        "content": b.content or "(no output)",
+                        "is_error": b.is_error,
+                    }
+                )
         out.append({"role": m.role, "content": blocks or [{"type": "text", "text": "(empty)"}]})
     return out
 
@@ -49,8 +55,12 @@ def from_anthropic(msg: Any) -> ModelResponse:
         cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
         cache_creation_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
     )
-    return ModelResponse(message=Message(role="assistant", content=blocks), usage=usage,
-                         stop_reason=msg.stop_reason, model=msg.model)
+    return ModelResponse(
+        message=Message(role="assistant", content=blocks),
+        usage=usage,
+        stop_reason=msg.stop_reason,
+        model=msg.model,
+    )
 
 
 class AnthropicProvider:
@@ -64,16 +74,26 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self.client.close()
 
-    async def complete(self, *, model: str, system: str, messages: list[Message],
-                       tools: list[ToolSpec], max_tokens: int) -> ModelResponse:
+    async def complete(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        max_tokens: int,
+    ) -> ModelResponse:
         tool_defs: list[dict[str, Any]] = [t.model_dump() for t in tools]
         if tool_defs:  # one cache breakpoint after tools+system, shared by every agent
             tool_defs[-1]["cache_control"] = {"type": "ephemeral"}
         system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         try:
             async with self.client.messages.stream(
-                model=model, max_tokens=max_tokens, system=system_blocks,  # type: ignore[arg-type]
-                messages=to_anthropic(messages), tools=tool_defs,  # type: ignore[arg-type]
+                model=model,
+                max_tokens=max_tokens,
+                system=system_blocks,  # type: ignore[arg-type]
+                messages=to_anthropic(messages),
+                tools=tool_defs,  # type: ignore[arg-type]
             ) as stream:
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
@@ -92,11 +112,13 @@ class AnthropicProvider:
                 provider=self.name,
             ) from None
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
-            raise ProviderError(f"anthropic: connection error: {exc}", retryable=True,
-                                provider=self.name) from None
+            raise ProviderError(
+                f"anthropic: connection error: {exc}", retryable=True, provider=self.name
+            ) from None
         except anthropic.APIError as exc:  # error event in the middle of a stream
-            raise ProviderError(f"anthropic: stream error: {exc}", retryable=True,
-                                provider=self.name) from None
+            raise ProviderError(
+                f"anthropic: stream error: {exc}", retryable=True, provider=self.name
+            ) from None
         return from_anthropic(final)
 
 

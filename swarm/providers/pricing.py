@@ -18,8 +18,9 @@ PRICES: dict[str, tuple[float, float, float, float]] = {
 DEFAULT_PRICE = (3.0, 15.0, 0.3, 3.75)
 
 
-def price_of(model: str, overrides: dict[str, tuple[float, float, float, float]] | None = None
-             ) -> tuple[float, float, float, float]:
+def price_of(
+    model: str, overrides: dict[str, tuple[float, float, float, float]] | None = None
+) -> tuple[float, float, float, float]:
     table = {**PRICES, **(overrides or {})}
     if model in table:
         return table[model]
@@ -30,8 +31,9 @@ def price_of(model: str, overrides: dict[str, tuple[float, float, float, float]]
     return DEFAULT_PRICE
 
 
-def cost_usd(model: str, usage: Usage,
-             overrides: dict[str, tuple[float, float, float, float]] | None = None) -> float:
+def cost_usd(
+    model: str, usage: Usage, overrides: dict[str, tuple[float, float, float, float]] | None = None
+) -> float:
     p_in, p_out, p_read, p_write = price_of(model, overrides)
     return (
         usage.input_tokens * p_in

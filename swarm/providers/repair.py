@@ -12,13 +12,21 @@ def repair(messages: list[Message]) -> list[Message]:
     out: list[Message] = []
     for i, msg in enumerate(messages):
         if msg.role == "user":
-            prev_ids = {c.id for c in out[-1].tool_calls} if out and out[-1].role == "assistant" else set()
-            blocks = [b for b in msg.content if not isinstance(b, ToolResult) or b.tool_call_id in prev_ids]
+            prev_ids = (
+                {c.id for c in out[-1].tool_calls} if out and out[-1].role == "assistant" else set()
+            )
+            blocks = [
+                b
+                for b in msg.content
+                if not isinstance(b, ToolResult) or b.tool_call_id in prev_ids
+            ]
             answered = {b.tool_call_id for b in blocks if isinstance(b, ToolResult)}
-            missing = [ToolResult(tool_call_id=c, content=INTERRUPTED, is_error=True)
-                       for c in sorted(prev_ids - answered)]
-            results = [b for b in blocks if isinstance(b, ToolResult)]
-            blocks = results + missing + [b for b in blocks if not isinstance(b, ToolResult)]
+            missing = [
+                ToolResult(tool_call_id=c, content=INTERRUPTED, is_error=True)
+                for c in sorted(prev_ids - answered)
+            ]
+            answers = [b for b in blocks if isinstance(b, ToolResult)]
+            blocks = answers + missing + [b for b in blocks if not isinstance(b, ToolResult)]
             if blocks:
                 out.append(Message(role="user", content=blocks))
             continue

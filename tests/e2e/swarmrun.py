@@ -14,9 +14,14 @@ from swarm.llmstub import StubServer
 AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
 
 
-def run_swarm(tmp_path: Path, config: str, stub: StubServer, redis_url: str,
-              extra_env: dict[str, str] | None = None, timeout: float = 240
-              ) -> tuple[str, subprocess.CompletedProcess[str]]:
+def run_swarm(
+    tmp_path: Path,
+    config: str,
+    stub: StubServer,
+    redis_url: str,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> tuple[str, subprocess.CompletedProcess[str]]:
     """Write `config`, launch it headless on an empty repo; returns (run_id, process)."""
     repo = tmp_path / "repo"
     repo.mkdir(exist_ok=True)
@@ -24,10 +29,30 @@ def run_swarm(tmp_path: Path, config: str, stub: StubServer, redis_url: str,
     if not (tmp_path / "agents").exists():
         shutil.copytree(AGENTS_DIR, tmp_path / "agents")
     run_id = f"t{os.getpid()}-{int(time.time() * 1000)}"
-    env = {**os.environ, "ANTHROPIC_BASE_URL": stub.base_url, "ANTHROPIC_API_KEY": "k",
-           "REDIS_URL": redis_url, **(extra_env or {})}
+    env = {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": stub.base_url,
+        "ANTHROPIC_API_KEY": "k",
+        "REDIS_URL": redis_url,
+        **(extra_env or {}),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "swarm.cli", "launch", "swarm.yaml", "--repo", str(repo),
-         "--run-id", run_id, "--no-dashboard"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+        [
+            sys.executable,
+            "-m",
+            "swarm.cli",
+            "launch",
+            "swarm.yaml",
+            "--repo",
+            str(repo),
+            "--run-id",
+            run_id,
+            "--no-dashboard",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return run_id, proc

@@ -12,18 +12,32 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def swarm(*args: str, cwd: Path, env: dict[str, str] | None = None
-          ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.endswith(("_API_KEY", "_TOKEN")) and k != "REDIS_URL"}
-    return subprocess.run([sys.executable, "-m", "swarm.cli", *args], cwd=cwd,
-                          env={**base, **(env or {})}, capture_output=True, text=True,
-                          timeout=120)
+def swarm(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_TOKEN")) and k != "REDIS_URL"
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "swarm.cli", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_mesh10_without_credentials_exits_2(tmp_path: Path, project_root: Path) -> None:
-    proc = swarm("launch", str(project_root / "configs" / "mesh10.yaml"), "--repo",
-                 str(tmp_path), cwd=tmp_path)
+    proc = swarm(
+        "launch",
+        str(project_root / "configs" / "mesh10.yaml"),
+        "--repo",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "ANTHROPIC_API_KEY" in proc.stderr
     assert "auth-specialist" in proc.stderr
@@ -32,8 +46,13 @@ def test_mesh10_without_credentials_exits_2(tmp_path: Path, project_root: Path) 
 
 
 def test_missing_repo_is_bad_input(tmp_path: Path, project_root: Path) -> None:
-    proc = swarm("launch", str(project_root / "configs" / "demo.yaml"), "--repo",
-                 str(tmp_path / "nope"), cwd=tmp_path)
+    proc = swarm(
+        "launch",
+        str(project_root / "configs" / "demo.yaml"),
+        "--repo",
+        str(tmp_path / "nope"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "--repo" in proc.stderr and "is not a directory" in proc.stderr
 
@@ -46,8 +65,9 @@ def test_status_without_runs(tmp_path: Path) -> None:
 
 def test_tool_command_reads_a_file(tmp_path: Path) -> None:
     (tmp_path / "hello.txt").write_text("one\ntwo\n")
-    proc = swarm("tool", "read", '{"file_path": "hello.txt"}', "--repo", str(tmp_path),
-                 cwd=tmp_path)
+    proc = swarm(
+        "tool", "read", '{"file_path": "hello.txt"}', "--repo", str(tmp_path), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "     1\tone" in proc.stdout and "     2\ttwo" in proc.stdout
 
@@ -59,7 +79,8 @@ def test_tool_command_bad_json(tmp_path: Path) -> None:
 
 
 def test_tool_refuses_escape(tmp_path: Path) -> None:
-    proc = swarm("tool", "read", '{"file_path": "../../etc/passwd"}', "--repo", str(tmp_path),
-                 cwd=tmp_path)
+    proc = swarm(
+        "tool", "read", '{"file_path": "../../etc/passwd"}', "--repo", str(tmp_path), cwd=tmp_path
+    )
     assert proc.returncode == 1
     assert "root:" not in proc.stdout

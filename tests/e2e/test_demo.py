@@ -18,8 +18,14 @@ pytestmark = pytest.mark.e2e
 
 def swarm(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "REDIS_URL"))}
-    return subprocess.run([sys.executable, "-m", "swarm.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "swarm.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
@@ -35,8 +41,11 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
     snap = json.loads(status.stdout)
     assert snap["state"] == "completed"
     assert {t["id"]: t["status"] for t in snap["tasks"]} == {
-        "investigate": "completed", "fix-mean": "completed", "verify": "completed",
-        "document": "completed"}
+        "investigate": "completed",
+        "fix-mean": "completed",
+        "verify": "completed",
+        "document": "completed",
+    }
     assert all(t["attempts"] == 1 for t in snap["tasks"])
     assert {a["name"] for a in snap["agents"]} == {"analyst", "fixer", "tester", "writer"}
     assert all(a["status"] == "done" for a in snap["agents"])
@@ -45,8 +54,13 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
 
     run_dir = tmp_path / ".swarm" / "demo" / snap["run_id"]
     repo = run_dir / "calc"
-    tests = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=repo,
-                           capture_output=True, text=True, timeout=60)
+    tests = subprocess.run(
+        [sys.executable, "-m", "unittest", "-q"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tests.returncode == 0, tests.stderr
     assert "sum(values) / len(values)" in (repo / "calc.py").read_text()
     assert (repo / "docs" / "CHANGES.md").read_text().startswith("# Changes")
@@ -57,7 +71,9 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
     assert not filecmp.cmp(example / "calc.py", repo / "calc.py", shallow=False)
 
     # every request the stub saw was a well-formed Anthropic request
-    records = [json.loads(line) for line in (run_dir / "stub-requests.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (run_dir / "stub-requests.jsonl").read_text().splitlines()
+    ]
     assert len(records) == 13
     for rec in records:
         assert rec["status"] == 200, rec

@@ -37,12 +37,19 @@ phases:
 
 SCRIPT = {
     "conversations": [
-        {"agent": "worker", "task": "long", "turns": [
-            {"tool_calls": [{"name": "bash", "input": {"command": "echo one >> log.txt"}}]},
-            {"tool_calls": [{"name": "bash", "input": {"command": "echo two >> log.txt"}}]},
-            {"delay_s": 5, "tool_calls": [{"name": "bash", "input": {"command": "echo three >> log.txt"}}]},
-            {"text": "long task done"},
-        ]},
+        {
+            "agent": "worker",
+            "task": "long",
+            "turns": [
+                {"tool_calls": [{"name": "bash", "input": {"command": "echo one >> log.txt"}}]},
+                {"tool_calls": [{"name": "bash", "input": {"command": "echo two >> log.txt"}}]},
+                {
+                    "delay_s": 5,
+                    "tool_calls": [{"name": "bash", "input": {"command": "echo three >> log.txt"}}],
+                },
+                {"text": "long task done"},
+            ],
+        },
         {"agent": "helper", "task": "short", "turns": [{"text": "short task done"}]},
     ]
 }
@@ -55,12 +62,31 @@ def test_sigkill_agent_mid_task(tmp_path: Path, redis_handle: RedisHandle) -> No
     shutil.copytree(Path(__file__).parents[2] / "agents", tmp_path / "agents")
     run_id = f"kill-{os.getpid()}-{int(time.time())}"
     with StubServer(StubScript.model_validate(SCRIPT)) as stub:
-        env = {**os.environ, "ANTHROPIC_BASE_URL": stub.base_url, "ANTHROPIC_API_KEY": "k",
-               "REDIS_URL": redis_handle.url}
+        env = {
+            **os.environ,
+            "ANTHROPIC_BASE_URL": stub.base_url,
+            "ANTHROPIC_API_KEY": "k",
+            "REDIS_URL": redis_handle.url,
+        }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swarm.cli", "launch", "swarm.yaml", "--repo", str(repo),
-             "--run-id", run_id, "--no-dashboard"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "swarm.cli",
+                "launch",
+                "swarm.yaml",
+                "--repo",
+                str(repo),
+                "--run-id",
+                run_id,
+                "--no-dashboard",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             killed_pid = asyncio.run(_kill_when_in_turn_2(stub, redis_handle.url, run_id))
             out, _ = proc.communicate(timeout=180)
@@ -107,7 +133,15 @@ async def _check_board(url: str, run_id: str, killed_pid: int) -> None:
         new_pid = int(await board.r.hget(board.k.agent("worker"), "pid") or 0)
         assert new_pid and new_pid != killed_pid
         session = await board.session("long")
-        assert [m["role"] for m in session] == ["user", "assistant", "user", "assistant", "user",
-                                                "assistant", "user", "assistant"]
+        assert [m["role"] for m in session] == [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+        ]
     finally:
         await board.close()

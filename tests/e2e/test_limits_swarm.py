@@ -29,19 +29,30 @@ def config(extra: str, tasks: int = 10) -> str:
 
 def test_shared_rate_limit_holds_for_ten_agents(tmp_path, redis_handle: RedisHandle) -> None:
     limit, window = 4, 1.5
-    script = StubScript.model_validate({"conversations": [{"turns": [
-        {"tool_calls": [{"name": "bash", "input": {"command": "echo hi"}}]},
-        {"text": "done"},
-    ]}]})
-    cfg = config("providers:\n  anthropic: {requests_per_minute: %d, rate_window_s: %s}"
-                 % (limit, window))
+    script = StubScript.model_validate(
+        {
+            "conversations": [
+                {
+                    "turns": [
+                        {"tool_calls": [{"name": "bash", "input": {"command": "echo hi"}}]},
+                        {"text": "done"},
+                    ]
+                }
+            ]
+        }
+    )
+    cfg = config(
+        f"providers:\n  anthropic: {{requests_per_minute: {limit}, rate_window_s: {window}}}"
+    )
     with StubServer(script) as stub:
         run_id, proc = run_swarm(tmp_path, cfg, stub, redis_handle.url)
         stamps = sorted(r.received_at for r in stub.requests)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(stamps) == 20
     worst = max(sum(1 for u in stamps[i:] if u - t < window) for i, t in enumerate(stamps))
-    assert worst <= limit, f"{worst} requests within {window}s (limit {limit}): {[round(s - stamps[0], 3) for s in stamps]}"
+    assert worst <= limit, (
+        f"{worst} requests within {window}s (limit {limit}): {[round(s - stamps[0], 3) for s in stamps]}"
+    )
     assert stamps[-1] - stamps[0] >= (20 / limit - 1) * window * 0.9
 
 
@@ -50,8 +61,9 @@ def test_budget_holds_for_ten_racing_agents(tmp_path, redis_handle: RedisHandle)
     per_request = cost_usd("anthropic/claude-sonnet-4-5", Usage(**usage))
     max_usd = 3.0
     turn = {"tool_calls": [{"name": "bash", "input": {"command": "echo step"}}], "usage": usage}
-    script = StubScript.model_validate({"conversations": [{"turns": [turn] * 39 + [
-        {"text": "done", "usage": usage}]}]})
+    script = StubScript.model_validate(
+        {"conversations": [{"turns": [turn] * 39 + [{"text": "done", "usage": usage}]}]}
+    )
     cfg = config(f"budget: {{max_usd: {max_usd}, max_turns: 40}}")
     with StubServer(script) as stub:
         run_id, proc = run_swarm(tmp_path, cfg, stub, redis_handle.url)

@@ -9,11 +9,25 @@ from collections import Counter
 from swarm.blackboard.board import Blackboard
 
 
-async def add(board: Blackboard, tid: str, needs: list[str] | None = None, role: str = "dev",
-              agent: str = "", max_attempts: int = 3) -> None:
+async def add(
+    board: Blackboard,
+    tid: str,
+    needs: list[str] | None = None,
+    role: str = "dev",
+    agent: str = "",
+    max_attempts: int = 3,
+) -> None:
     assert await board.create_task(
-        {"id": tid, "title": tid.upper(), "role": role, "agent": agent, "phase": "p",
-         "max_attempts": max_attempts}, needs=needs or [])
+        {
+            "id": tid,
+            "title": tid.upper(),
+            "role": role,
+            "agent": agent,
+            "phase": "p",
+            "max_attempts": max_attempts,
+        },
+        needs=needs or [],
+    )
 
 
 async def test_fifty_concurrent_claimers_never_double_claim(board: Blackboard) -> None:
@@ -149,11 +163,16 @@ async def test_path_lock_serialises(board: Blackboard) -> None:
 
 
 async def test_sessions_and_usage_in_one_turn(board: Blackboard) -> None:
-    await board.record_turn("x", "a", [{"role": "user", "content": []}],
-                            usage={"input_tokens": 10, "output_tokens": 5, "usd": 0.25},
-                            events=[("model_turn", {"turn": 1})])
-    await board.record_turn("x", "a", [{"role": "assistant", "content": []}],
-                            usage={"input_tokens": 1, "usd": 0.5})
+    await board.record_turn(
+        "x",
+        "a",
+        [{"role": "user", "content": []}],
+        usage={"input_tokens": 10, "output_tokens": 5, "usd": 0.25},
+        events=[("model_turn", {"turn": 1})],
+    )
+    await board.record_turn(
+        "x", "a", [{"role": "assistant", "content": []}], usage={"input_tokens": 1, "usd": 0.5}
+    )
     assert [m["role"] for m in await board.session("a")] == ["user", "assistant"]
     assert await board.usage() == {"input_tokens": 11.0, "output_tokens": 5.0, "usd": 0.75}
     assert (await board.usage("agent", "x"))["usd"] == 0.75

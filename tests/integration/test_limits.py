@@ -22,8 +22,10 @@ def test_credential_id_hides_the_key() -> None:
 async def test_rate_limit_is_shared_and_never_exceeded(board: Blackboard) -> None:
     cred = f"test:{secrets.token_hex(4)}"
     window, limit = 0.5, 3
-    limiters = [RateLimiter(Blackboard(board.url, board.run_id).r, cred, limit, None, window)
-                for _ in range(10)]
+    limiters = [
+        RateLimiter(Blackboard(board.url, board.run_id).r, cred, limit, None, window)
+        for _ in range(10)
+    ]
     stamps: list[float] = []
 
     async def agent(lim: RateLimiter) -> None:

@@ -46,56 +46,144 @@ BAD: list[tuple[str, str, int, str | None, str]] = [
     ("yaml syntax", GOOD.replace("goal: test", "goal: [test"), 3, None, "invalid YAML"),
     ("bad name", GOOD.replace("name: t\n", "name: Bad_Name\n", 1), 1, "name", "pattern"),
     ("missing goal", GOOD.replace("goal: test\n", ""), 1, "goal", "field required"),
-    ("unknown field", GOOD.replace("goal: test", "goal: test\ngaol: typo"), 3, "gaol",
-     "unknown field"),
-    ("unknown role", GOOD.replace("role: doc}", "role: writer}", 1), 6, "agents[1].role",
-     "unknown role 'writer'"),
-    ("duplicate agent", GOOD.replace("{name: doc, role: doc}", "{name: dev, role: doc}"), 6,
-     "agents[1].name", "duplicate agent name 'dev'"),
-    ("count collision", GOOD.replace("  - {name: doc, role: doc}",
-                                     "  - {name: doc, role: doc}\n  - {name: dev-1, role: doc}\n"
-                                     "  - {name: dev, role: developer, count: 2}"),
-     8, "agents[3].name", "duplicate agent name 'dev-1'"),
-    ("unknown need", GOOD.replace("needs: [a]", "needs: [zz]"), 11, "phases[0].tasks[1].needs[0]",
-     "unknown task id 'zz'"),
-    ("cycle", GOOD.replace("{id: a, title: A, role: developer}",
-                           "{id: a, title: A, role: developer, needs: [b]}"), 11,
-     "phases[0].tasks[1].needs", "dependency cycle: a -> b -> a"),
-    ("duplicate task", GOOD.replace("{id: b,", "{id: a,"), 11, "phases[0].tasks[1].id",
-     "duplicate task id 'a'"),
-    ("unknown tool", GOOD.replace("{name: dev, role: developer}",
-                                  "{name: dev, role: developer, tools: [read, teleport]}"), 5,
-     "agents[0].tools[1]", "unknown tool 'teleport'"),
-    ("bad model", GOOD.replace("model: anthropic/claude-sonnet-4-5", "model: gpt4"), 3, "model",
-     "provider/model"),
-    ("unknown provider", GOOD.replace("model: anthropic/", "model: acme/"), 3, "model",
-     "unknown provider 'acme'"),
-    ("task without role", GOOD.replace("{id: a, title: A, role: developer}", "{id: a, title: A}"),
-     10, "phases[0].tasks[0]", "exactly one of 'role' or 'agent'"),
-    ("task role nobody has", GOOD.replace("{id: a, title: A, role: developer}",
-                                          "{id: a, title: A, role: tui}"), 10,
-     "phases[0].tasks[0].role", "no agent has role 'tui'"),
-    ("unknown agent", GOOD.replace("{id: a, title: A, role: developer}",
-                                   "{id: a, title: A, agent: ghost}"), 10,
-     "phases[0].tasks[0].agent", "unknown agent 'ghost'"),
-    ("unknown topology", GOOD.replace("goal: test", "goal: test\ntopology: blob"), 3, "topology",
-     "unknown topology 'blob'"),
-    ("edge to unknown agent", GOOD.replace(
-        "goal: test", "goal: test\ntopology: {kind: custom, edges: [[dev, nobody]]}"), 3,
-     "topology.edges[0]", "unknown agent 'nobody'"),
-    ("duplicate key", GOOD.replace("goal: test", "goal: test\ngoal: again"), 3, "goal",
-     "duplicate key"),
-    ("negative budget", GOOD.replace("goal: test", "goal: test\nbudget: {max_usd: -1}"), 3,
-     "budget.max_usd", "greater than 0"),
+    (
+        "unknown field",
+        GOOD.replace("goal: test", "goal: test\ngaol: typo"),
+        3,
+        "gaol",
+        "unknown field",
+    ),
+    (
+        "unknown role",
+        GOOD.replace("role: doc}", "role: writer}", 1),
+        6,
+        "agents[1].role",
+        "unknown role 'writer'",
+    ),
+    (
+        "duplicate agent",
+        GOOD.replace("{name: doc, role: doc}", "{name: dev, role: doc}"),
+        6,
+        "agents[1].name",
+        "duplicate agent name 'dev'",
+    ),
+    (
+        "count collision",
+        GOOD.replace(
+            "  - {name: doc, role: doc}",
+            "  - {name: doc, role: doc}\n  - {name: dev-1, role: doc}\n"
+            "  - {name: dev, role: developer, count: 2}",
+        ),
+        8,
+        "agents[3].name",
+        "duplicate agent name 'dev-1'",
+    ),
+    (
+        "unknown need",
+        GOOD.replace("needs: [a]", "needs: [zz]"),
+        11,
+        "phases[0].tasks[1].needs[0]",
+        "unknown task id 'zz'",
+    ),
+    (
+        "cycle",
+        GOOD.replace(
+            "{id: a, title: A, role: developer}", "{id: a, title: A, role: developer, needs: [b]}"
+        ),
+        11,
+        "phases[0].tasks[1].needs",
+        "dependency cycle: a -> b -> a",
+    ),
+    (
+        "duplicate task",
+        GOOD.replace("{id: b,", "{id: a,"),
+        11,
+        "phases[0].tasks[1].id",
+        "duplicate task id 'a'",
+    ),
+    (
+        "unknown tool",
+        GOOD.replace(
+            "{name: dev, role: developer}", "{name: dev, role: developer, tools: [read, teleport]}"
+        ),
+        5,
+        "agents[0].tools[1]",
+        "unknown tool 'teleport'",
+    ),
+    (
+        "bad model",
+        GOOD.replace("model: anthropic/claude-sonnet-4-5", "model: gpt4"),
+        3,
+        "model",
+        "provider/model",
+    ),
+    (
+        "unknown provider",
+        GOOD.replace("model: anthropic/", "model: acme/"),
+        3,
+        "model",
+        "unknown provider 'acme'",
+    ),
+    (
+        "task without role",
+        GOOD.replace("{id: a, title: A, role: developer}", "{id: a, title: A}"),
+        10,
+        "phases[0].tasks[0]",
+        "exactly one of 'role' or 'agent'",
+    ),
+    (
+        "task role nobody has",
+        GOOD.replace("{id: a, title: A, role: developer}", "{id: a, title: A, role: tui}"),
+        10,
+        "phases[0].tasks[0].role",
+        "no agent has role 'tui'",
+    ),
+    (
+        "unknown agent",
+        GOOD.replace("{id: a, title: A, role: developer}", "{id: a, title: A, agent: ghost}"),
+        10,
+        "phases[0].tasks[0].agent",
+        "unknown agent 'ghost'",
+    ),
+    (
+        "unknown topology",
+        GOOD.replace("goal: test", "goal: test\ntopology: blob"),
+        3,
+        "topology",
+        "unknown topology 'blob'",
+    ),
+    (
+        "edge to unknown agent",
+        GOOD.replace("goal: test", "goal: test\ntopology: {kind: custom, edges: [[dev, nobody]]}"),
+        3,
+        "topology.edges[0]",
+        "unknown agent 'nobody'",
+    ),
+    (
+        "duplicate key",
+        GOOD.replace("goal: test", "goal: test\ngoal: again"),
+        3,
+        "goal",
+        "duplicate key",
+    ),
+    (
+        "negative budget",
+        GOOD.replace("goal: test", "goal: test\nbudget: {max_usd: -1}"),
+        3,
+        "budget.max_usd",
+        "greater than 0",
+    ),
     ("empty phases", GOOD.split("phases:")[0] + "phases: []\n", 7, "phases", "at least 1"),
     ("not a mapping", "- just\n- a list\n", 1, None, "must be a YAML mapping"),
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "field", "words"),
-                         [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_config_is_located(tmp_path: Path, text: str, line: int, field: str | None,
-                               words: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_config_is_located(
+    tmp_path: Path, text: str, line: int, field: str | None, words: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -120,9 +208,16 @@ def test_shipped_configs_are_valid() -> None:
 def test_mesh10_has_the_reference_agents() -> None:
     loaded = load_config(PROJECT_ROOT / "configs" / "mesh10.yaml")
     assert [a.name for a in loaded.agents] == [
-        "auth-specialist", "tool-developer-1", "tool-developer-2", "provider-specialist-1",
-        "provider-specialist-2", "session-developer", "cli-developer", "tui-developer",
-        "test-engineer", "doc-specialist",
+        "auth-specialist",
+        "tool-developer-1",
+        "tool-developer-2",
+        "provider-specialist-1",
+        "provider-specialist-2",
+        "session-developer",
+        "cli-developer",
+        "tui-developer",
+        "test-engineer",
+        "doc-specialist",
     ]
     assert loaded.topology_kind == "mesh"
     assert len(loaded.topology_edges) == 45
@@ -131,8 +226,13 @@ def test_mesh10_has_the_reference_agents() -> None:
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_cli_exits_2_with_location(tmp_path: Path, command: str) -> None:
     path = write(tmp_path, GOOD.replace("needs: [a]", "needs: [zz]"))
-    proc = subprocess.run([sys.executable, "-m", "swarm.cli", command, str(path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "swarm.cli", command, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:11: phases[0].tasks[1].needs[0]: unknown task id 'zz'" in proc.stderr
     assert not (tmp_path / ".swarm").exists()  # nothing was started or written
