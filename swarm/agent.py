@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,7 +264,7 @@ class AgentLoop:
                 return
             try:
                 resp, attempts = await with_retries(
-                    lambda: self._request(messages, est_in),
+                    functools.partial(self._request, messages, est_in),
                     self.retry,
                     lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
                 )

@@ -203,6 +203,38 @@ def tool(
     raise typer.Exit(1 if out.is_error else 0)
 
 
+@app.command()
+def models(
+    config: Annotated[Path | None, typer.Option("--config", help="use this config's providers")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """List providers, their known models and whether credentials are present."""
+    from swarm.config import load_config
+    from swarm.providers.registry import describe_models
+
+    configured: dict[str, dict[str, object]] = {}
+    if config is not None:
+        try:
+            loaded = load_config(config)
+        except SwarmError as exc:
+            _fail(exc)
+        configured = {k: v.model_dump() for k, v in loaded.config.providers.items()}
+    rows = describe_models(configured)
+    if json_out:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("provider", "credentials", "base URL", "models", box=None)
+    for row in rows:
+        if row["key_present"]:
+            cred = f"[green]{row['key_env']} set[/]"
+        elif not row["key_required"]:
+            cred = f"{row['key_env']} not needed"
+        else:
+            cred = f"[red]{row['key_env']} missing[/]"
+        table.add_row(row["provider"], cred, row["base_url"], ", ".join(row["models"]) or "-")
+    Console().print(table)
+
+
 @stub_app.command("serve")
 def stub_serve(
     script: Annotated[Path, typer.Argument(help="stub script (YAML)")],

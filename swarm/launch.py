@@ -48,7 +48,7 @@ def check_credentials(loaded: LoadedConfig) -> None:
     for agent in loaded.agents:
         provider, _ = split_model(agent.model)
         s = settings_for(provider, providers)
-        if not s.has_key:
+        if s.key_required and not s.has_key:
             missing.setdefault(s.api_key_env, []).append(agent.name)
     if missing:
         lines = [f"  {env} (needed by {', '.join(names)})" for env, names in missing.items()]

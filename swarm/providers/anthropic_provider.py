@@ -6,6 +6,7 @@ from typing import Any
 
 import anthropic
 
+from swarm.providers.convert import normalize_tool_ids
 from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
 from swarm.providers.types import (
     Message,
@@ -92,7 +93,7 @@ class AnthropicProvider:
                 model=model,
                 max_tokens=max_tokens,
                 system=system_blocks,  # type: ignore[arg-type]
-                messages=to_anthropic(messages),
+                messages=to_anthropic(normalize_tool_ids(messages, "anthropic")),
                 tools=tool_defs,  # type: ignore[arg-type]
             ) as stream:
                 final = await stream.get_final_message()

@@ -13,6 +13,11 @@ PRICES: dict[str, tuple[float, float, float, float]] = {
     "openai/gpt-5-mini": (0.25, 2.0, 0.025, 0.25),
     "mistral/mistral-large-latest": (2.0, 6.0, 2.0, 2.0),
     "mistral/devstral-medium-latest": (0.4, 2.0, 0.4, 0.4),
+    # Copilot is paid by subscription, not per token: turns cost $0 here, and only
+    # budget.max_tokens limits them.
+    "copilot/gpt-4.1": (0.0, 0.0, 0.0, 0.0),
+    "copilot/gpt-5": (0.0, 0.0, 0.0, 0.0),
+    "copilot/claude-sonnet-4.5": (0.0, 0.0, 0.0, 0.0),
 }
 # Unknown models are charged at this rate so a budget still holds (documented).
 DEFAULT_PRICE = (3.0, 15.0, 0.3, 3.75)

@@ -126,9 +126,23 @@ def test_agent_uses_mcp_tools_and_survives_a_dying_server(
             "TEST_MCP_PID_FILE": str(pid_file),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swarm.cli", "launch", "swarm.yaml", "--repo", str(repo),
-             "--run-id", run_id, "--no-dashboard"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "swarm.cli",
+                "launch",
+                "swarm.yaml",
+                "--repo",
+                str(repo),
+                "--run-id",
+                run_id,
+                "--no-dashboard",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             deadline = time.monotonic() + 120
@@ -149,9 +163,14 @@ def test_agent_uses_mcp_tools_and_survives_a_dying_server(
 
 
 def swarm_tool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEST_MCP_PID_FILE": str(cwd / "calc.pid")}
     return subprocess.run(
         [sys.executable, "-m", "swarm.cli", "tool", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -168,29 +187,26 @@ def test_swarm_tool_runs_command_and_mcp_tools(tmp_path: Path) -> None:
         "      verbose: {type: boolean, flag: -v}\n"
     )
     env_repo = ("--repo", str(repo))
-    os.environ["TEST_MCP_PID_FILE"] = str(tmp_path / "calc.pid")
-    try:
-        cmd = swarm_tool("show_args", json.dumps({"path": "; rm -rf / #", "verbose": True}),
-                         *env_repo, cwd=tmp_path)
-        assert cmd.returncode == 0, cmd.stdout + cmd.stderr
-        assert json.dumps(["-v", "; rm -rf / #"]) in cmd.stdout
-        assert "Exit code: 0" in cmd.stdout
+    cmd = swarm_tool(
+        "show_args", json.dumps({"path": "; rm -rf / #", "verbose": True}), *env_repo, cwd=tmp_path
+    )
+    assert cmd.returncode == 0, cmd.stdout + cmd.stderr
+    assert json.dumps(["-v", "; rm -rf / #"]) in cmd.stdout
+    assert "Exit code: 0" in cmd.stdout
 
-        add = swarm_tool("mcp__calc__add", '{"a": 2, "b": 40}', *env_repo, cwd=tmp_path)
-        assert (add.returncode, add.stdout.strip()) == (0, "42"), add.stderr
+    add = swarm_tool("mcp__calc__add", '{"a": 2, "b": 40}', *env_repo, cwd=tmp_path)
+    assert (add.returncode, add.stdout.strip()) == (0, "42"), add.stderr
 
-        bad = swarm_tool("mcp__calc__add", '{"a": "x", "b": 1}', *env_repo, cwd=tmp_path)
-        assert bad.returncode == 1 and "validation error" in bad.stdout
+    bad = swarm_tool("mcp__calc__add", '{"a": "x", "b": 1}', *env_repo, cwd=tmp_path)
+    assert bad.returncode == 1 and "validation error" in bad.stdout
 
-        unknown = swarm_tool("nope", "{}", *env_repo, cwd=tmp_path)
-        assert unknown.returncode == 2
-        for name in ("read", "show_args", "mcp__calc__*"):
-            assert name in unknown.stderr
-        unknown_mcp = swarm_tool("mcp__calc__nope", "{}", *env_repo, cwd=tmp_path)
-        assert unknown_mcp.returncode == 2
-        assert "mcp__calc__add" in unknown_mcp.stderr and "mcp__calc__slow" in unknown_mcp.stderr
-    finally:
-        del os.environ["TEST_MCP_PID_FILE"]
+    unknown = swarm_tool("nope", "{}", *env_repo, cwd=tmp_path)
+    assert unknown.returncode == 2
+    for name in ("read", "show_args", "mcp__calc__*"):
+        assert name in unknown.stderr
+    unknown_mcp = swarm_tool("mcp__calc__nope", "{}", *env_repo, cwd=tmp_path)
+    assert unknown_mcp.returncode == 2
+    assert "mcp__calc__add" in unknown_mcp.stderr and "mcp__calc__slow" in unknown_mcp.stderr
     assert server_pids(repo) == []
 
     (repo / "tools" / "commands.yaml").write_text(

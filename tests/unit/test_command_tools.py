@@ -83,7 +83,9 @@ BAD_FILES = [
             description: Say hi
             command: "echo {name}"
         """,
-        4, "commands.greet.command", "unknown placeholder {name}",
+        4,
+        "commands.greet.command",
+        "unknown placeholder {name}",
     ),
     (  # a param without a placeholder
         """\
@@ -94,7 +96,9 @@ BAD_FILES = [
             params:
               who: {type: string}
         """,
-        6, "commands.greet.params.who", "no placeholder {who}",
+        6,
+        "commands.greet.params.who",
+        "no placeholder {who}",
     ),
     (  # bad type
         """\
@@ -106,7 +110,9 @@ BAD_FILES = [
               who:
                 type: strng
         """,
-        7, "commands.greet.params.who.type", "Input should be",
+        7,
+        "commands.greet.params.who.type",
+        "Input should be",
     ),
     (  # clash with a built-in tool
         """\
@@ -116,28 +122,36 @@ BAD_FILES = [
             description: Shadow bash
             command: "true"
         """,
-        3, "commands.bash", "clashes with a built-in tool",
+        3,
+        "commands.bash",
+        "clashes with a built-in tool",
     ),
     (  # clash with a swarm tool
         """\
         commands:
           task_list: {description: x, command: "true"}
         """,
-        2, "commands.task_list", "clashes with a built-in tool",
+        2,
+        "commands.task_list",
+        "clashes with a built-in tool",
     ),
     (  # a name the providers refuse
         """\
         commands:
           "bad name!": {description: x, command: "true"}
         """,
-        2, "commands.bad name!", "invalid command name",
+        2,
+        "commands.bad name!",
+        "invalid command name",
     ),
     (  # reserved prefix
         """\
         commands:
           mcp__x__y: {description: x, command: "true"}
         """,
-        2, "commands.mcp__x__y", "reserved for MCP tools",
+        2,
+        "commands.mcp__x__y",
+        "reserved for MCP tools",
     ),
     (  # boolean without flag
         """\
@@ -148,7 +162,9 @@ BAD_FILES = [
             params:
               verbose: {type: boolean}
         """,
-        6, "commands.t.params.verbose.flag", "needs `flag`",
+        6,
+        "commands.t.params.verbose.flag",
+        "needs `flag`",
     ),
     (  # placeholder inside quotes: shlex.quote would not protect it
         """\
@@ -159,7 +175,9 @@ BAD_FILES = [
             params:
               v: {type: string}
         """,
-        4, "commands.t.command", "inside double quotes",
+        4,
+        "commands.t.command",
+        "inside double quotes",
     ),
     (  # placeholder in a here-document body
         """\
@@ -170,7 +188,9 @@ BAD_FILES = [
             params:
               v: {type: string}
         """,
-        4, "commands.t.command", "here-document",
+        4,
+        "commands.t.command",
+        "here-document",
     ),
     (  # timeout above the maximum
         """\
@@ -180,7 +200,9 @@ BAD_FILES = [
             command: "true"
             timeout_s: 601
         """,
-        5, "commands.t.timeout_s", "less than or equal to 600",
+        5,
+        "commands.t.timeout_s",
+        "less than or equal to 600",
     ),
     (  # a default outside the enum
         """\
@@ -191,7 +213,9 @@ BAD_FILES = [
             params:
               mode: {type: string, enum: [fast, full], default: slow}
         """,
-        6, "commands.t.params.mode.default", "must be one of: fast, full",
+        6,
+        "commands.t.params.mode.default",
+        "must be one of: fast, full",
     ),
     (  # an unknown key
         """\
@@ -201,7 +225,9 @@ BAD_FILES = [
             command: "true"
             timeout: 5
         """,
-        5, "commands.t.timeout", "unknown field",
+        5,
+        "commands.t.timeout",
+        "unknown field",
     ),
     (  # minimum on a string
         """\
@@ -212,7 +238,9 @@ BAD_FILES = [
             params:
               p: {type: string, minimum: 1}
         """,
-        6, "commands.t.params.p.minimum", "only for integer or number",
+        6,
+        "commands.t.params.p.minimum",
+        "only for integer or number",
     ),
     (  # bad param name
         """\
@@ -223,7 +251,9 @@ BAD_FILES = [
             params:
               "1st": {type: string}
         """,
-        6, "commands.t.params.1st", "invalid param name",
+        6,
+        "commands.t.params.1st",
+        "invalid param name",
     ),
 ]
 
