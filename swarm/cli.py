@@ -137,9 +137,10 @@ def status(
     u = snap.usage
     console.print(f"[bold]{snap.name}[/] run {snap.run_id}: [bold]{snap.state}[/] "
                   f"{snap.reason}  tokens {u.input_tokens:,}/{u.output_tokens:,}  ${u.usd:.4f}")
-    tasks = Table("task", "phase", "status", "assignee", "attempts", box=None)
+    tasks = Table("task", "phase", "status", "assignee", "attempts", "turns", "$", box=None)
     for t in snap.tasks:
-        tasks.add_row(t.id, t.phase, t.status, t.assignee or "-", str(t.attempts))
+        tasks.add_row(t.id, t.phase, t.status, t.assignee or "-", str(t.attempts),
+                      str(t.turns), f"{t.usd:.4f}")
     console.print(tasks)
     agents = Table("agent", "role", "status", "task", "turns", "tokens", "$", box=None)
     for a in snap.agents:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from swarm.errors import ConfigError
 from swarm.paths import data_dirs
 from swarm.roles import RoleCard, load_roles
+from swarm.tools.mcp_config import is_mcp_entry
 from swarm.tools.names import BUILTIN_TOOL_NAMES, SWARM_TOOL_NAMES
 from swarm.topology import build_topology
 from swarm.yamlsource import YamlSource
@@ -22,8 +23,6 @@ from swarm.yamlsource import YamlSource
 PROVIDERS = ("anthropic", "openai", "mistral", "copilot")
 NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
 MODEL_RE = re.compile(r"^(?P<provider>[a-z0-9_-]+)/(?P<model>\S+)$")
-#: ``mcp:<server>`` offers every tool of a server of <repo>/tools/mcp.yaml (checked at agent start).
-MCP_TOOL_RE = re.compile(r"^mcp:[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,31}$")
 
 
 class Strict(BaseModel):
@@ -177,7 +176,7 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
             raise src.error(("agents", i, "model"), str(exc)) from None
         tools = spec.tools if spec.tools is not None else card.tools
         for j, tool in enumerate(tools):
-            if tool not in known_tools and not MCP_TOOL_RE.match(tool):
+            if tool not in known_tools and not is_mcp_entry(tool):  # mcp:<server>
                 loc = ("agents", i, "tools", j) if spec.tools is not None else ("agents", i, "role")
                 origin = "" if spec.tools is not None else f" (in role card {card.source})"
                 hint = " (an MCP server is mcp:<server name>)" if tool.startswith("mcp") else ""

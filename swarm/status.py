@@ -22,6 +22,10 @@ class TaskRow(BaseModel):
     needs: list[str] = []
     result: str = ""
     error: str = ""
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
 
 
 class AgentRow(BaseModel):
@@ -97,6 +101,7 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 usd=round(u.usd, 6),
             )
         )
+    task_usage = [_usage(await board.usage("task", t.id)) for t in tasks]
     phase_names: list[str] = json.loads(meta.get("phases") or "[]")
     for t in tasks:
         if t.phase and t.phase not in phase_names:
@@ -133,8 +138,12 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 needs=t.needs,
                 result=t.result,
                 error=t.error,
+                turns=u.turns,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                usd=round(u.usd, 6),
             )
-            for t in tasks
+            for t, u in zip(tasks, task_usage, strict=True)
         ],
         agents=agents,
         phases=phases,

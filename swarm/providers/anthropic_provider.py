@@ -42,6 +42,16 @@ def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark the latest turn as a cache breakpoint, so the next request of this
+    conversation reads everything before it from the cache (the other two breakpoints
+    are the tools, shared by agents of one role, and the system prompt)."""
+    if messages and messages[-1]["content"]:
+        last = messages[-1]["content"][-1]
+        messages[-1]["content"][-1] = {**last, "cache_control": {"type": "ephemeral"}}
+    return messages
+
+
 def from_anthropic(msg: Any) -> ModelResponse:
     blocks: list[TextBlock | ToolCall | ToolResult] = []
     for b in msg.content:
@@ -93,7 +103,9 @@ class AnthropicProvider:
                 model=model,
                 max_tokens=max_tokens,
                 system=system_blocks,  # type: ignore[arg-type]
-                messages=to_anthropic(normalize_tool_ids(messages, "anthropic")),
+                messages=with_cache_breakpoint(
+                    to_anthropic(normalize_tool_ids(messages, "anthropic"))
+                ),
                 tools=tool_defs,  # type: ignore[arg-type]
             ) as stream:
                 final = await stream.get_final_message()

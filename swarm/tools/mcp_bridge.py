@@ -1,14 +1,6 @@
 """The MCP bridge: tools of stdio MCP servers declared in the target repo's ``tools/mcp.yaml``.
 
-    servers:
-      calc:
-        command: python3
-        args: [mcp_calc.py]     # cwd is the repo root; a relative command path too
-        env: {TOKEN: "${CALC_TOKEN}"}   # ${VAR} / ${VAR:-default} from the environment
-        timeout_s: 30           # per call (default 30)
-        startup_timeout_s: 15   # start + initialize + list tools (default 15)
-
-A role card or config agent lists ``mcp:calc`` to get every tool of ``calc``; the model
+The file's format is in :mod:`swarm.tools.mcp_config`. A role card or config agent lists ``mcp:calc`` to get every tool of ``calc``; the model
 sees them as ``mcp__calc__<tool>`` with the server's own input schema and description.
 
 One :class:`McpHub` per agent loop owns the server processes. Each server runs under a
@@ -42,21 +34,35 @@ from mcp import types as mt
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from swarm.errors import ConfigError
 from swarm.tools.base import Tool, ToolContext, ToolOutput
 from swarm.tools.bash import MARKER_ENV, _scan, kill_tree
 from swarm.tools.dynamic import DynamicTool
-from swarm.yamlsource import YamlSource
+from swarm.tools.mcp_config import (
+    MCP_FILE,
+    TOOL_ENTRY_PREFIX,
+    McpServerConfig,
+    expand_env,
+    load_mcp_config,
+    mcp_servers_in,
+)
+
+__all__ = [
+    "MCP_FILE",
+    "TOOL_ENTRY_PREFIX",
+    "McpHub",
+    "McpServerConfig",
+    "McpServerTool",
+    "McpStartError",
+    "McpTool",
+    "compact_schema",
+    "exposed_name",
+    "load_mcp_config",
+    "mcp_servers_in",
+]
 
 log = logging.getLogger(__name__)
 
-MCP_FILE = Path("tools") / "mcp.yaml"
-#: ``mcp:<server>`` in a tools list selects every tool of that server.
-TOOL_ENTRY_PREFIX = "mcp:"
-#: Server names: no ``__`` (it separates the parts of ``mcp__server__tool``).
-SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,31}$")
 MAX_TOOL_NAME = 64
 MAX_DESCRIPTION = 2000
 MAX_RESULT_CHARS = 30_000
@@ -65,59 +71,6 @@ STOP_WAIT_S = 5.0
 KILL_GRACE_S = 1.0
 _CONNECTION_CLOSED = -32000
 _REQUEST_TIMEOUT = -32001
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class McpServerConfig(_Strict):
-    command: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    startup_timeout_s: float = Field(default=15.0, gt=0, le=600)
-
-
-class McpFile(_Strict):
-    servers: dict[str, McpServerConfig] | None = None
-
-
-def load_mcp_config(path: Path) -> dict[str, McpServerConfig]:
-    """The servers of an mcp.yaml, validated; ConfigError names file, line and field."""
-    src = YamlSource(path)
-    if src.data is None:
-        return {}
-    if not isinstance(src.data, dict):
-        raise ConfigError(path, src.line(()), None, "must be a mapping with a `servers:` key")
-    try:
-        parsed = McpFile.model_validate(src.data)
-    except ValidationError as exc:
-        raise src.from_validation(exc) from None
-    servers = parsed.servers or {}
-    for name in servers:
-        if not SERVER_NAME_RE.match(name):
-            raise src.error(
-                ("servers", name),
-                f"invalid server name {name!r}: use 1-32 of "
-                "a-z A-Z 0-9 - _ (no '__', not starting with _ or -)",
-            )
-    return servers
-
-
-def expand_env(value: str, environ: dict[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; a missing VAR without default is a KeyError."""
-    env = os.environ if environ is None else environ
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1) in env:
-            return env[m.group(1)]
-        if m.group(2) is not None:
-            return m.group(2)
-        raise KeyError(m.group(1))
-
-    return _ENV_REF.sub(sub, value)
 
 
 # ---------------------------------------------------------------- schemas and results
@@ -631,8 +584,3 @@ class McpHub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def mcp_servers_in(tool_names: list[str]) -> list[str]:
-    """Server names of the ``mcp:<server>`` entries of a tools list."""
-    return [t[len(TOOL_ENTRY_PREFIX) :] for t in tool_names if t.startswith(TOOL_ENTRY_PREFIX)]

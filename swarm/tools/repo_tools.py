@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.errors import BadInput, ConfigError
 from swarm.tools.base import Tool, ToolContext, ToolOutput
 from swarm.tools.commands import COMMANDS_FILE, command_tools, load_commands
-from swarm.tools.mcp_bridge import (
-    MCP_FILE,
-    TOOL_ENTRY_PREFIX,
-    McpHub,
-    load_mcp_config,
-    mcp_servers_in,
-)
+from swarm.tools.mcp_config import MCP_FILE, TOOL_ENTRY_PREFIX, load_mcp_config, mcp_servers_in
+
+if TYPE_CHECKING:
+    from swarm.tools.mcp_bridge import McpHub
 
 
 def _check_servers(repo: Path, servers: list[str]) -> None:
@@ -58,6 +55,8 @@ async def load_repo_tools(
     if not servers:
         return tools, None
     _check_servers(repo, servers)
+    from swarm.tools.mcp_bridge import McpHub  # the MCP SDK costs ~1 s to import: only now
+
     hub = McpHub.from_repo(repo)
     try:
         tools.update(await hub.tools(servers))

@@ -51,6 +51,8 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
     assert all(a["status"] == "done" for a in snap["agents"])
     assert snap["usage"]["input_tokens"] > 0 and snap["usage"]["usd"] > 0
     assert sum(a["turns"] for a in snap["agents"]) == snap["usage"]["turns"] == 13
+    assert sum(t["turns"] for t in snap["tasks"]) == 13
+    assert sum(t["usd"] for t in snap["tasks"]) == pytest.approx(snap["usage"]["usd"])
 
     run_dir = tmp_path / ".swarm" / "demo" / snap["run_id"]
     repo = run_dir / "calc"

@@ -285,3 +285,36 @@ def test_tools_are_tools() -> None:
 
     hub = McpHub(Path("."), {})
     assert isinstance(McpServerTool(hub, "x", "failed"), Tool)
+
+
+def test_config_accepts_mcp_entries(tmp_path: Path) -> None:
+    from swarm.config import load_config
+
+    config = textwrap.dedent("""\
+        name: t
+        goal: test
+        model: anthropic/claude-sonnet-4-5
+        agents:
+          - {name: dev, role: developer, tools: [read, "mcp:calc"]}
+        phases:
+          - name: one
+            tasks:
+              - {id: a, title: A, role: developer}
+        """)
+    path = tmp_path / "swarm.yaml"
+    path.write_text(config)
+    assert load_config(path).agents[0].tools == ["read", "mcp:calc"]
+    path.write_text(config.replace('"mcp:calc"', '"mcp:a__b"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.line, info.value.field) == (5, "agents[0].tools[1]")
+    assert "mcp:<server name>" in info.value.message
+
+
+def test_expand_env() -> None:
+    from swarm.tools.mcp_config import expand_env
+
+    env = {"A": "1"}
+    assert expand_env("x${A}y ${B:-two} $A", env) == "x1y two $A"
+    with pytest.raises(KeyError):
+        expand_env("${B}", env)
