@@ -15,8 +15,12 @@ from rich.table import Table
 
 from swarm.errors import BadInput, SwarmError
 
-app = typer.Typer(help="A multi-agent coding swarm orchestrator.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="A multi-agent coding swarm orchestrator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 stub_app = typer.Typer(help="The local scripted LLM server.", no_args_is_help=True)
 app.add_typer(stub_app, name="stub")
 err = Console(stderr=True)
@@ -28,7 +32,9 @@ def _fail(exc: SwarmError) -> None:
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="swarm config (YAML)")]
-RepoOpt = Annotated[Path | None, typer.Option("--repo", help="target repository (overrides config)")]
+RepoOpt = Annotated[
+    Path | None, typer.Option("--repo", help="target repository (overrides config)")
+]
 
 
 @app.command()
@@ -36,7 +42,9 @@ def launch(
     config: ConfigArg,
     repo: RepoOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="id for this run")] = None,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="plain lines, no live view")] = False,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="plain lines, no live view")
+    ] = False,
     json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
 ) -> None:
     """Run a swarm on a repository with a live dashboard."""
@@ -90,8 +98,10 @@ def validate(config: ConfigArg) -> None:
         loaded = load_config(config)
     except SwarmError as exc:
         _fail(exc)
-    print(f"{config}: ok ({len(loaded.agents)} agents, {len(loaded.tasks)} tasks, "
-          f"{loaded.topology_kind} topology)")
+    print(
+        f"{config}: ok ({len(loaded.agents)} agents, {len(loaded.tasks)} tasks, "
+        f"{loaded.topology_kind} topology)"
+    )
 
 
 async def _with_board(run: str | None, fn: Any) -> Any:
@@ -135,17 +145,33 @@ def status(
         return
     console = Console()
     u = snap.usage
-    console.print(f"[bold]{snap.name}[/] run {snap.run_id}: [bold]{snap.state}[/] "
-                  f"{snap.reason}  tokens {u.input_tokens:,}/{u.output_tokens:,}  ${u.usd:.4f}")
+    console.print(
+        f"[bold]{snap.name}[/] run {snap.run_id}: [bold]{snap.state}[/] "
+        f"{snap.reason}  tokens {u.input_tokens:,}/{u.output_tokens:,}  ${u.usd:.4f}"
+    )
     tasks = Table("task", "phase", "status", "assignee", "attempts", "turns", "$", box=None)
     for t in snap.tasks:
-        tasks.add_row(t.id, t.phase, t.status, t.assignee or "-", str(t.attempts),
-                      str(t.turns), f"{t.usd:.4f}")
+        tasks.add_row(
+            t.id,
+            t.phase,
+            t.status,
+            t.assignee or "-",
+            str(t.attempts),
+            str(t.turns),
+            f"{t.usd:.4f}",
+        )
     console.print(tasks)
     agents = Table("agent", "role", "status", "task", "turns", "tokens", "$", box=None)
     for a in snap.agents:
-        agents.add_row(a.name, a.role, a.status, a.task or "-", str(a.turns),
-                       f"{a.input_tokens:,}/{a.output_tokens:,}", f"{a.usd:.4f}")
+        agents.add_row(
+            a.name,
+            a.role,
+            a.status,
+            a.task or "-",
+            str(a.turns),
+            f"{a.input_tokens:,}/{a.output_tokens:,}",
+            f"{a.usd:.4f}",
+        )
     console.print(agents)
 
 
@@ -166,8 +192,9 @@ def watch(
                 await board.wait_events(await board.last_event_id(), 1000)
             stop.set()
 
-        await asyncio.gather(follow(board, display_mode(json_events, False), stop),
-                             until_finished())
+        await asyncio.gather(
+            follow(board, display_mode(json_events, False), stop), until_finished()
+        )
 
     try:
         asyncio.run(_with_board(run, go))
@@ -194,8 +221,9 @@ def tool(
         _fail(BadInput(f"ARGS_JSON: invalid: {exc}"))
     if not repo.is_dir():
         _fail(BadInput(f"--repo: {repo} is not a directory"))
-    ctx = ToolContext(workspace=repo.resolve(), agent="cli", state=MemoryState(),
-                      locks=MemoryLocks())
+    ctx = ToolContext(
+        workspace=repo.resolve(), agent="cli", state=MemoryState(), locks=MemoryLocks()
+    )
     try:  # built-in tools, the repo's command tools and MCP tools (mcp__server__tool)
         out = asyncio.run(run_tool(repo.resolve(), name, args, ctx, dict(BUILTIN_TOOLS)))
     except SwarmError as exc:  # unknown tool (the message lists them), bad tools/*.yaml
@@ -206,7 +234,9 @@ def tool(
 
 @app.command()
 def models(
-    config: Annotated[Path | None, typer.Option("--config", help="use this config's providers")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="use this config's providers")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
     """List providers, their known models and whether credentials are present."""

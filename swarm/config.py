@@ -182,7 +182,9 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
                 hint = " (an MCP server is mcp:<server name>)" if tool.startswith("mcp") else ""
                 raise src.error(loc, f"unknown tool {tool!r}{origin}{hint}")
         names = (
-            [spec.name] if spec.count == 1 else [f"{spec.name}-{n}" for n in range(1, spec.count + 1)]
+            [spec.name]
+            if spec.count == 1
+            else [f"{spec.name}-{n}" for n in range(1, spec.count + 1)]
         )
         for name in names:
             if name in seen:
@@ -190,8 +192,12 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
             seen[name] = i
             agents.append(
                 AgentInstance(
-                    name=name, role=spec.role, model=model, tools=list(tools),
-                    prompt=card.prompt, description=card.description,
+                    name=name,
+                    role=spec.role,
+                    model=model,
+                    tools=list(tools),
+                    prompt=card.prompt,
+                    description=card.description,
                     permissions={**card.permissions, **cfg.permissions},
                 )
             )
@@ -222,9 +228,7 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
         p, t = where[task.id]
         for k, need in enumerate(task.needs):
             if need not in where:
-                raise src.error(
-                    ("phases", p, "tasks", t, "needs", k), f"unknown task id {need!r}"
-                )
+                raise src.error(("phases", p, "tasks", t, "needs", k), f"unknown task id {need!r}")
             deps.add_edge(need, task.id)
     try:
         cycle = nx.find_cycle(deps)
@@ -244,7 +248,11 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
         raise src.error(("topology", "hub"), f"unknown agent {hub!r}")
     graph = build_topology(kind, [(a.name, a.role) for a in agents], edges, hub)
     return LoadedConfig(
-        path=src.path, config=cfg, agents=agents, tasks=tasks, topology_kind=kind,
+        path=src.path,
+        config=cfg,
+        agents=agents,
+        tasks=tasks,
+        topology_kind=kind,
         topology_edges=[(str(a), str(b)) for a, b in graph.edges()],
     )
 

@@ -39,8 +39,9 @@ class AgentSpec(BaseModel):
     output_dir: str
 
 
-def agent_specs(loaded: LoadedConfig, redis_url: str, run_id: str, repo: Path,
-                run_dir: Path) -> list[AgentSpec]:
+def agent_specs(
+    loaded: LoadedConfig, redis_url: str, run_id: str, repo: Path, run_dir: Path
+) -> list[AgentSpec]:
     cfg = loaded.config
     g = loaded.graph
     roles = sorted({a.role for a in loaded.agents})
@@ -48,20 +49,33 @@ def agent_specs(loaded: LoadedConfig, redis_url: str, run_id: str, repo: Path,
     out = []
     for a in loaded.agents:
         info = SwarmInfo(
-            name=cfg.name, goal=cfg.goal, neighbours=neighbours(g, a.name), roles=roles,
-            agents=names, max_turns=cfg.budget.max_turns, max_usd=cfg.budget.max_usd,
-            max_tokens=cfg.budget.max_tokens, lease_ms=int(cfg.lease_s * 1000),
+            name=cfg.name,
+            goal=cfg.goal,
+            neighbours=neighbours(g, a.name),
+            roles=roles,
+            agents=names,
+            max_turns=cfg.budget.max_turns,
+            max_usd=cfg.budget.max_usd,
+            max_tokens=cfg.budget.max_tokens,
+            lease_ms=int(cfg.lease_s * 1000),
         )
-        out.append(AgentSpec(
-            redis_url=redis_url, run_id=run_id, agent=a, swarm=info.__dict__,
-            providers={k: v.model_dump() for k, v in cfg.providers.items()},
-            workspace=str(repo), output_dir=str(run_dir / "outputs" / a.name),
-        ))
+        out.append(
+            AgentSpec(
+                redis_url=redis_url,
+                run_id=run_id,
+                agent=a,
+                swarm=info.__dict__,
+                providers={k: v.model_dump() for k, v in cfg.providers.items()},
+                workspace=str(repo),
+                output_dir=str(run_dir / "outputs" / a.name),
+            )
+        )
     return out
 
 
-def build_loop(spec: AgentSpec, board: Blackboard,
-               repo_tools: dict[str, Tool] | None = None) -> AgentLoop:
+def build_loop(
+    spec: AgentSpec, board: Blackboard, repo_tools: dict[str, Tool] | None = None
+) -> AgentLoop:
     """The agent's loop; ``repo_tools``: its command and MCP tools (``load_repo_tools``)."""
     from swarm.tools.builtin import BUILTIN_TOOLS
     from swarm.tools.sandbox import PermissionRules
@@ -71,21 +85,34 @@ def build_loop(spec: AgentSpec, board: Blackboard,
     provider = make_provider(settings)
     limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
     limiter = RateLimiter(
-        board.r, credential_id(provider_name, os.environ.get(settings.api_key_env, ""),
-                               settings.base_url),
-        limits.requests_per_minute, limits.tokens_per_minute, limits.rate_window_s,
+        board.r,
+        credential_id(provider_name, os.environ.get(settings.api_key_env, ""), settings.base_url),
+        limits.requests_per_minute,
+        limits.tokens_per_minute,
+        limits.rate_window_s,
     )
     tools: dict[str, Tool] = {n: BUILTIN_TOOLS[n] for n in spec.agent.tools if n in BUILTIN_TOOLS}
     tools.update(repo_tools or {})
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ToolContext(
-        workspace=Path(spec.workspace), agent=spec.agent.name,
-        state=BoardState(board, spec.agent.name), locks=BoardLocks(board), output_dir=out_dir,
+        workspace=Path(spec.workspace),
+        agent=spec.agent.name,
+        state=BoardState(board, spec.agent.name),
+        locks=BoardLocks(board),
+        output_dir=out_dir,
     )
     rules = PermissionRules.model_validate(spec.agent.permissions or {})
-    return AgentLoop(board, spec.agent, SwarmInfo(**spec.swarm), provider, tools, ctx,
-                     permissions=rules, limiter=limiter)
+    return AgentLoop(
+        board,
+        spec.agent,
+        SwarmInfo(**spec.swarm),
+        provider,
+        tools,
+        ctx,
+        permissions=rules,
+        limiter=limiter,
+    )
 
 
 async def run_agent(spec: AgentSpec) -> str:
@@ -95,8 +122,9 @@ async def run_agent(spec: AgentSpec) -> str:
     board = Blackboard(spec.redis_url, spec.run_id)
     hub = None
     try:
-        repo_tools, hub = await load_repo_tools(Path(spec.workspace), spec.agent.role,
-                                                spec.agent.tools)
+        repo_tools, hub = await load_repo_tools(
+            Path(spec.workspace), spec.agent.role, spec.agent.tools
+        )
         loop = build_loop(spec, board, repo_tools)
         try:
             await loop.run()
@@ -126,19 +154,30 @@ async def prepare_run(board: Blackboard, loaded: LoadedConfig, repo: Path) -> No
     cfg = loaded.config
     await board.init_run(
         meta={
-            "name": cfg.name, "goal": cfg.goal, "repo": str(repo),
-            "config_path": str(loaded.path), "config": cfg.model_dump_json(),
-            "topology": loaded.topology_kind, "edges": json.dumps(loaded.topology_edges),
+            "name": cfg.name,
+            "goal": cfg.goal,
+            "repo": str(repo),
+            "config_path": str(loaded.path),
+            "config": cfg.model_dump_json(),
+            "topology": loaded.topology_kind,
+            "edges": json.dumps(loaded.topology_edges),
             "phases": json.dumps([p.name for p in cfg.phases]),
         },
         agents=[{"name": a.name, "role": a.role, "model": a.model} for a in loaded.agents],
     )
     for phase, task in loaded.tasks:
         await board.create_task(
-            {"id": task.id, "title": task.title, "description": task.description,
-             "phase": phase, "role": task.role or "", "agent": task.agent or "",
-             "max_attempts": task.max_attempts, "max_turns": task.max_turns or 0,
-             "created_by": "config"},
+            {
+                "id": task.id,
+                "title": task.title,
+                "description": task.description,
+                "phase": phase,
+                "role": task.role or "",
+                "agent": task.agent or "",
+                "max_attempts": task.max_attempts,
+                "max_turns": task.max_turns or 0,
+                "created_by": "config",
+            },
             needs=task.needs,
         )
 
@@ -150,7 +189,9 @@ def start_ray() -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = dict(
-        include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
         configure_logging=True,
     )
     if address is None:
@@ -159,8 +200,13 @@ def start_ray() -> None:
 
 
 class Coordinator:
-    def __init__(self, board: Blackboard, specs: list[AgentSpec], max_wall_s: float | None,
-                 max_restarts: int = 3):
+    def __init__(
+        self,
+        board: Blackboard,
+        specs: list[AgentSpec],
+        max_wall_s: float | None,
+        max_restarts: int = 3,
+    ):
         self.board = board
         self.specs = specs
         self.max_wall_s = max_wall_s
@@ -184,8 +230,10 @@ class Coordinator:
         """Run until every task is completed or failed. Returns the run's final state."""
         self.spawn()
         started = time.monotonic()
-        runs = {name: asyncio.ensure_future(self._await_actor(name, a))
-                for name, a in self.actors.items()}
+        runs = {
+            name: asyncio.ensure_future(self._await_actor(name, a))
+            for name, a in self.actors.items()
+        }
         state = "interrupted"  # unless the loop below ends normally
         try:
             while True:
@@ -210,8 +258,10 @@ class Coordinator:
                 await self.board.wait_events(last, block_ms=1000)
         finally:
             if state in ("completed", "failed", "timeout", "interrupted"):
-                reason = {"timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
-                          "interrupted": "interrupted; swarm resume RUN continues"}.get(state, "")
+                reason = {
+                    "timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
+                    "interrupted": "interrupted; swarm resume RUN continues",
+                }.get(state, "")
                 await self.board.set_state(state, reason)
             await self._stop(runs)
         return state
@@ -220,8 +270,9 @@ class Coordinator:
         try:
             await actor.run.remote()
         except Exception as exc:  # restarts exhausted, or the loop raised
-            await self.board.update_agent(name, event="agent_dead", data={"error": str(exc)[:500]},
-                                          status="dead")
+            await self.board.update_agent(
+                name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
+            )
 
     async def _stop(self, runs: Mapping[str, asyncio.Future[None]]) -> None:
         import ray
@@ -237,5 +288,10 @@ class Coordinator:
 
 
 def exit_code_for(state: str) -> int:
-    return {"completed": EXIT_OK, "failed": EXIT_TASK_FAILED, "budget": EXIT_BUDGET,
-            "timeout": EXIT_BUDGET, "interrupted": EXIT_INTERRUPTED}.get(state, EXIT_TASK_FAILED)
+    return {
+        "completed": EXIT_OK,
+        "failed": EXIT_TASK_FAILED,
+        "budget": EXIT_BUDGET,
+        "timeout": EXIT_BUDGET,
+        "interrupted": EXIT_INTERRUPTED,
+    }.get(state, EXIT_TASK_FAILED)

@@ -19,6 +19,7 @@ from swarm.dashboard import follow
 from swarm.errors import BadInput
 from swarm.providers.registry import settings_for
 from swarm.status import snapshot
+from swarm.tools.repo_tools import check_repo_tools
 
 
 @dataclass
@@ -124,6 +125,7 @@ def launch(
 ) -> LaunchResult:
     loaded = load_config(config)
     repo_path = resolve_repo(loaded, repo)
+    check_repo_tools(repo_path, [a.tools for a in loaded.agents])
     check_credentials(loaded)
     rid = run_id or new_run_id(loaded.config.name)
     mode = display_mode(json_events, no_dashboard)

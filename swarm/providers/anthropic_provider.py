@@ -6,8 +6,8 @@ from typing import Any
 
 import anthropic
 
-from swarm.providers.convert import normalize_tool_ids
 from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
+from swarm.providers.convert import normalize_tool_ids
 from swarm.providers.types import (
     Message,
     ModelResponse,
@@ -98,14 +98,13 @@ class AnthropicProvider:
         if tool_defs:  # one cache breakpoint after tools+system, shared by every agent
             tool_defs[-1]["cache_control"] = {"type": "ephemeral"}
         system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+        wire = with_cache_breakpoint(to_anthropic(normalize_tool_ids(messages, "anthropic")))
         try:
             async with self.client.messages.stream(
                 model=model,
                 max_tokens=max_tokens,
                 system=system_blocks,  # type: ignore[arg-type]
-                messages=with_cache_breakpoint(
-                    to_anthropic(normalize_tool_ids(messages, "anthropic"))
-                ),
+                messages=wire,  # type: ignore[arg-type]
                 tools=tool_defs,  # type: ignore[arg-type]
             ) as stream:
                 final = await stream.get_final_message()

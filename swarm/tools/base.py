@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from swarm.providers.types import ToolSpec
 
@@ -52,27 +52,64 @@ class ToolContext:
     output_dir: Path | None = None  # where full bash outputs are kept
 
 
-def _compact_params_schema(schema: dict[str, Any]) -> None:
-    """Keep tool schemas small (they are sent every turn): no titles, and an optional
-    field is its plain type (``anyOf [X, null]`` and ``default: null`` dropped)."""
-    schema.pop("title", None)
-    for prop in schema.get("properties", {}).values():
-        prop.pop("title", None)
-        any_of = prop.get("anyOf")
-        if isinstance(any_of, list):
-            rest = [s for s in any_of if s != {"type": "null"}]
-            if len(rest) == 1 and len(rest) < len(any_of):
-                del prop["anyOf"]
-                for key, value in rest[0].items():
-                    prop.setdefault(key, value)
-        if "default" in prop and prop["default"] is None:
-            del prop["default"]
+_REF_PREFIX = "#/$defs/"
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "contains")
+
+
+def _compact(node: Any, defs: dict[str, Any], inlining: tuple[str, ...], cyclic: set[str]) -> Any:
+    """One schema node, compacted: ``$ref`` into ``defs`` inlined (a cycle keeps its
+    ``$ref`` and is reported in ``cyclic``), no titles, ``anyOf [X, null]`` -> X."""
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX) and ref[len(_REF_PREFIX) :] in defs:
+        name = ref[len(_REF_PREFIX) :]
+        if name in inlining:
+            cyclic.add(name)
+        else:
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            node, inlining = {**defs[name], **siblings}, (*inlining, name)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "$defs") or (key == "default" and value is None):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {k: _compact(v, defs, inlining, cyclic) for k, v in value.items()}
+        elif key in _SUBSCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_compact(v, defs, inlining, cyclic) for v in value]
+        elif key in _SUBSCHEMA_ONE:
+            out[key] = _compact(value, defs, inlining, cyclic)
+        else:
+            out[key] = value
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list):  # an optional field is its plain type (null is accepted)
+        rest = [s for s in any_of if s != {"type": "null"}]
+        if len(rest) == 1 and len(rest) < len(any_of):
+            del out["anyOf"]
+            for key, value in rest[0].items():
+                out.setdefault(key, value)
+    return out
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool's input schema as sent to the model (every turn, so every byte counts):
+    self-contained (``$defs`` references inlined), no titles, optional fields as their
+    plain type. Recursive models keep ``$defs`` for the cycle only."""
+    defs = schema.get("$defs") or {}
+    cyclic: set[str] = set()
+    out: dict[str, Any] = _compact(schema, defs, (), cyclic)
+    kept: dict[str, Any] = {}
+    while pending := sorted(cyclic - kept.keys()):
+        for name in pending:
+            kept[name] = _compact(defs[name], defs, (name,), cyclic)
+    if kept:
+        out["$defs"] = kept
+    return out
 
 
 class ToolParams(BaseModel):
-    """Base for tool parameter models: compact JSON schema, null accepted for optionals."""
-
-    model_config = ConfigDict(json_schema_extra=_compact_params_schema)
+    """Base for tool parameter models (``Tool.spec`` compacts their schema)."""
 
 
 class Tool:
@@ -83,10 +120,7 @@ class Tool:
     Params: ClassVar[type[BaseModel]]
 
     def spec(self) -> ToolSpec:
-        schema = self.Params.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
+        schema = compact_schema(self.Params.model_json_schema())
         return ToolSpec(name=self.name, description=self.description, input_schema=schema)
 
     async def __call__(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:

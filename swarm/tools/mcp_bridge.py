@@ -1,7 +1,8 @@
 """The MCP bridge: tools of stdio MCP servers declared in the target repo's ``tools/mcp.yaml``.
 
-The file's format is in :mod:`swarm.tools.mcp_config`. A role card or config agent lists ``mcp:calc`` to get every tool of ``calc``; the model
-sees them as ``mcp__calc__<tool>`` with the server's own input schema and description.
+The file's format is in :mod:`swarm.tools.mcp_config`. A role card or config agent lists
+``mcp:calc`` to get every tool of ``calc``; the model sees them as ``mcp__calc__<tool>``
+with the server's own input schema and description (compacted: no titles).
 
 One :class:`McpHub` per agent loop owns the server processes. Each server runs under a
 background task that holds the SDK's ``stdio_client``/``ClientSession`` contexts (anyio
@@ -218,12 +219,14 @@ class _Server:
     tools: list[mt.Tool] = field(default_factory=list)
     pid: int | None = None
     marker: str = ""
+    markers: list[str] = field(default_factory=list)  # of every start, for the final sweep
     closed: bool = False  # the connection ended (the process exited or closed its pipes)
     task: asyncio.Task[None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stderr: IO[bytes] | None = None
     starts: int = 0
+    stopping: asyncio.Task[None] | None = None
 
     @property
     def command_text(self) -> str:
@@ -287,6 +290,7 @@ class _Server:
         self.starts += 1
         self.closed = False
         self.marker = secrets.token_hex(8)
+        self.markers.append(self.marker)
         self.stop = asyncio.Event()
         if self.stderr is not None:
             self.stderr.close()
@@ -375,37 +379,45 @@ class _Server:
     def alive(self) -> bool:
         return bool(self.marker) and bool(_scan(set(), {self.marker}))
 
-    async def kill(self) -> None:
+    async def kill(self, marker: str | None = None) -> None:
         """Kill the server's process group and marked descendants (never hangs)."""
-        if not self.marker:
+        marker = marker or self.marker
+        if not marker:
             return
-        pids = await asyncio.to_thread(_scan, set(), {self.marker})
+        pids = await asyncio.to_thread(_scan, set(), {marker})
         if not pids:
             return
         leader = self.pid if self.pid in pids else pids[0]
-        await kill_tree(leader, self.marker, KILL_GRACE_S)
+        await kill_tree(leader, marker, KILL_GRACE_S)
 
     async def shutdown(self, kill_first: bool = False) -> None:
-        """Stop the server: close its stdin, wait, kill what is left. Bounded in time."""
-        task = self.task
-        if task is None:
-            return
+        """Stop the server: close its stdin, wait, kill what is left. Bounded in time;
+        concurrent callers all wait for the same stop, even when cancelled."""
+        if self.stopping is None or self.stopping.done():
+            if self.task is None:
+                return
+            self.stopping = asyncio.ensure_future(self._shutdown(self.task, kill_first))
+        await asyncio.shield(self.stopping)
+
+    async def _shutdown(self, task: asyncio.Task[None], kill_first: bool) -> None:
+        marker, stop = self.marker, self.stop  # of the start being stopped
         try:
             if kill_first:
-                await self.kill()
-            self.stop.set()
+                await self.kill(marker)
+            stop.set()
             await asyncio.wait({task}, timeout=STOP_WAIT_S)
             if not task.done():
-                await self.kill()
+                await self.kill(marker)
                 await asyncio.wait({task}, timeout=2.0)
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=1.0)
-            await self.kill()  # descendants that left the group
+            await self.kill(marker)  # descendants that left the group
         finally:
-            self.task = None
-            self.session = None
-            self.closed = True
+            if self.task is task:
+                self.task = None
+                self.session = None
+                self.closed = True
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: no "never retrieved" warning
 
@@ -522,6 +534,7 @@ class McpHub:
             session = await srv.ensure()
         except McpStartError as exc:
             return ToolOutput.error(str(exc), mcp_server=server)
+        generation = srv.starts  # a failure stops this server, never a newer restart
         timeout = srv.cfg.timeout_s
         try:
             async with asyncio.timeout(timeout + 5):
@@ -529,7 +542,8 @@ class McpHub:
         except (TimeoutError, MCPError) as exc:
             code = exc.code if isinstance(exc, MCPError) else _REQUEST_TIMEOUT
             if code == _REQUEST_TIMEOUT:
-                await srv.shutdown(kill_first=True)
+                if srv.starts == generation:
+                    await srv.shutdown(kill_first=True)
                 return ToolOutput.error(
                     f"MCP server '{server}': tool '{tool}' timed out after {timeout:g} s; the "
                     "server was stopped and will be restarted on the next call.",
@@ -537,7 +551,7 @@ class McpHub:
                     timed_out=True,
                 )
             if code == _CONNECTION_CLOSED or srv.closed:
-                return await self._lost(srv, tool)
+                return await self._lost(srv, tool, generation)
             return ToolOutput.error(
                 f"MCP server '{server}' refused the call to '{tool}': {exc}",
                 mcp_server=server,
@@ -545,7 +559,7 @@ class McpHub:
             )
         except Exception as exc:
             if srv.closed or not await asyncio.to_thread(srv.alive):
-                return await self._lost(srv, tool)
+                return await self._lost(srv, tool, generation)
             return ToolOutput.error(
                 f"MCP call {server}/{tool} failed: {_describe(exc)}", mcp_server=server
             )
@@ -553,26 +567,35 @@ class McpHub:
         out.meta["mcp_server"] = server
         return out
 
-    async def _lost(self, srv: _Server, tool: str) -> ToolOutput:
+    async def _lost(self, srv: _Server, tool: str, generation: int) -> ToolOutput:
         alive = await asyncio.to_thread(srv.alive)
-        await srv.shutdown(kill_first=True)
+        if srv.starts == generation:
+            await srv.shutdown(kill_first=True)
         what = "closed its connection" if alive else "exited"
         text = srv.explain(f"MCP server '{srv.name}' {what} during the call to '{tool}'")
         text += "\nIt will be restarted on the next call."
         return ToolOutput.error(text, mcp_server=srv.name, server_exited=True)
 
     def pids(self) -> list[int]:
-        """Live processes of every server (for tests and diagnostics)."""
-        markers = {s.marker for s in self._servers.values() if s.marker}
+        """Live processes of every server, any start (for tests and diagnostics)."""
+        markers = {m for s in self._servers.values() for m in s.markers}
         return _scan(set(), markers) if markers else []
 
     async def aclose(self) -> None:
         """Stop every server and kill what is left of them. Safe to call twice."""
         self._closed = True
         servers = list(self._servers.values())
-        shutdowns = asyncio.gather(*(s.shutdown() for s in servers), return_exceptions=True)
+
+        async def stop_all() -> None:
+            await asyncio.gather(*(s.shutdown() for s in servers), return_exceptions=True)
+            # sweep: anything of any start still alive (e.g. a double fork) is killed
+            for s in servers:
+                for marker in s.markers:
+                    with contextlib.suppress(Exception):
+                        await s.kill(marker)
+
         try:
-            await asyncio.shield(shutdowns)
+            await asyncio.shield(asyncio.ensure_future(stop_all()))
         finally:
             for s in servers:
                 if s.stderr is not None:
