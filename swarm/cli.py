@@ -90,6 +90,47 @@ def demo(
 
 
 @app.command()
+def resume(
+    run: Annotated[str, typer.Argument(help="run id")],
+    max_usd: Annotated[float | None, typer.Option("--max-usd", help="raise the budget")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    max_wall_s: Annotated[float | None, typer.Option("--max-wall-s")] = None,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard")] = False,
+    json_events: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Continue a stopped run (budget, time, interrupt) from its stored state."""
+    from swarm.launch import resume as do_resume
+
+    budget = {
+        k: v
+        for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens), ("max_wall_s", max_wall_s))
+        if v is not None
+    }
+    for name, value in budget.items():
+        if value <= 0:
+            _fail(BadInput(f"--{name.replace('_', '-')}: must be greater than 0"))
+    try:
+        result = do_resume(run, json_events, no_dashboard, budget)
+    except SwarmError as exc:
+        _fail(exc)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def stop(run: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """Ask a running run to stop: agents hand back their tasks; `swarm resume` continues."""
+
+    async def go(board: Any) -> bool:
+        return bool(await board.request_stop("stopped by `swarm stop`"))
+
+    try:
+        stopped = asyncio.run(_with_board(run, go))
+    except SwarmError as exc:
+        _fail(exc)
+    print(f"{run}: {'stopping' if stopped else 'not running'}")
+
+
+@app.command()
 def validate(config: ConfigArg) -> None:
     """Check a config (and its role cards and topology) without running anything."""
     from swarm.config import load_config

@@ -162,6 +162,7 @@ async def prepare_run(board: Blackboard, loaded: LoadedConfig, repo: Path) -> No
             "topology": loaded.topology_kind,
             "edges": json.dumps(loaded.topology_edges),
             "phases": json.dumps([p.name for p in cfg.phases]),
+            "loaded": loaded.model_dump_json(),
         },
         agents=[{"name": a.name, "role": a.role, "model": a.model} for a in loaded.agents],
     )
@@ -235,13 +236,14 @@ class Coordinator:
             for name, a in self.actors.items()
         }
         state = "interrupted"  # unless the loop below ends normally
+        recorded = False  # whether the final state is already stored
         try:
             while True:
                 last = await self.board.last_event_id()
                 await self.board.requeue_expired()
                 meta_state = (await self.board.meta()).get("state", "running")
-                if meta_state != "running":  # an agent found the budget spent
-                    state = meta_state
+                if meta_state != "running":  # budget spent (an agent), or `swarm stop`
+                    state, recorded = meta_state, True
                     break
                 tasks = await self.board.tasks()
                 if all(t.status in ("completed", "failed") for t in tasks):
@@ -257,7 +259,7 @@ class Coordinator:
                     continue
                 await self.board.wait_events(last, block_ms=1000)
         finally:
-            if state in ("completed", "failed", "timeout", "interrupted"):
+            if not recorded:
                 reason = {
                     "timeout": f"max_wall_s ({self.max_wall_s}s) exhausted",
                     "interrupted": "interrupted; swarm resume RUN continues",

@@ -78,24 +78,74 @@ async def _launch(
         if await board.exists():
             raise BadInput(f"--run-id: run {run_id!r} already exists; pick another id")
         await prepare_run(board, loaded, repo)
-        run_dir = state_dir(workdir) / "runs" / run_id
-        specs = agent_specs(loaded, handle.url, run_id, repo, run_dir)
-        coordinator = Coordinator(board, specs, loaded.config.budget.max_wall_s)
-        stop = asyncio.Event()
-        view = asyncio.create_task(follow(board, mode, stop))
-        try:
-            state = await coordinator.supervise()
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            state = "interrupted"  # the coordinator stored it
-        finally:
-            stop.set()
-            await asyncio.wait_for(view, timeout=10)
-        if mode != "json":
-            await print_summary(board, repo)
-        return LaunchResult(run_id, state, exit_code_for(state), repo)
+        return await _supervise(board, handle.url, loaded, repo, mode, workdir)
     finally:
         await board.close()
         handle.close()
+
+
+async def _supervise(
+    board: Blackboard,
+    redis_url: str,
+    loaded: LoadedConfig,
+    repo: Path,
+    mode: str,
+    workdir: Path,
+) -> LaunchResult:
+    run_dir = state_dir(workdir) / "runs" / board.run_id
+    specs = agent_specs(loaded, redis_url, board.run_id, repo, run_dir)
+    coordinator = Coordinator(board, specs, loaded.config.budget.max_wall_s)
+    stop = asyncio.Event()
+    view = asyncio.create_task(follow(board, mode, stop))
+    try:
+        state = await coordinator.supervise()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        state = "interrupted"  # the coordinator stored it
+    finally:
+        stop.set()
+        await asyncio.wait_for(view, timeout=10)
+    if mode != "json":
+        await print_summary(board, repo)
+    return LaunchResult(board.run_id, state, exit_code_for(state), repo)
+
+
+async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float]) -> LaunchResult:
+    handle = open_redis(state_dir(workdir))
+    board = Blackboard(handle.url, run_id)
+    try:
+        if not await board.exists():
+            raise BadInput(f"RUN: no run {run_id!r} in this directory's .swarm/")
+        meta = await board.meta()
+        if meta.get("state") == "completed":
+            raise BadInput(f"RUN: run {run_id!r} already completed; nothing to resume")
+        if meta.get("state") == "running":
+            raise BadInput(
+                f"RUN: run {run_id!r} is running (its coordinator is alive or was killed "
+                "without a trace); stop it first with `swarm stop`"
+            )
+        loaded = LoadedConfig.model_validate_json(meta["loaded"])
+        if budget:
+            loaded.config.budget = loaded.config.budget.model_copy(update=budget)
+            await board.r.hset(board.k.meta, "loaded", loaded.model_dump_json())
+        repo = Path(meta["repo"])
+        if not repo.is_dir():
+            raise BadInput(f"RUN: the run's repository {repo} no longer exists")
+        await board.resume_run()
+        return await _supervise(board, handle.url, loaded, repo, mode, workdir)
+    finally:
+        await board.close()
+        handle.close()
+
+
+def resume(
+    run_id: str,
+    json_events: bool,
+    no_dashboard: bool,
+    budget: dict[str, float],
+    workdir: Path | None = None,
+) -> LaunchResult:
+    mode = display_mode(json_events, no_dashboard)
+    return asyncio.run(_resume(run_id, mode, workdir or Path.cwd(), budget))
 
 
 async def print_summary(board: Blackboard, repo: Path) -> None:

@@ -118,6 +118,23 @@ class Blackboard:
     async def meta(self) -> dict[str, str]:
         return await self.r.hgetall(self.k.meta)
 
+    async def resume_run(self) -> None:
+        """Mark a stopped run as running again; tasks left claimed are re-attached by
+        their agents (or requeued when their lease expires)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k.meta, mapping={"state": "running", "reason": ""})
+        pipe.hdel(self.k.meta, "finished")
+        pipe.delete(self.k.budget)  # reservations of requests that never settled
+        await pipe.execute()
+        await self.emit("run_resumed")
+
+    async def request_stop(self, reason: str) -> bool:
+        """Ask a running run to stop: agents give their tasks back and exit."""
+        if (await self.r.hget(self.k.meta, "state")) != "running":
+            return False
+        await self.set_state("interrupted", reason)
+        return True
+
     async def set_state(self, state: str, reason: str = "") -> None:
         await self.r.hset(
             self.k.meta, mapping={"state": state, "reason": reason, "finished": str(now_ms())}

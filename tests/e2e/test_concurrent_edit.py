@@ -103,6 +103,7 @@ PERIMETER = call(
     old_string="    return 2 * w + 2 * h\n",
     new_string="    return 2 * (abs(w) + abs(h))\n",
 )
+PLAN = call("todowrite", todos=[{"content": "make perimeter sign-safe", "status": "in_progress"}])
 BARRIER_OK = {"last_tool_result_contains": "Exit code: 0"}
 
 SCRIPT = {
@@ -117,7 +118,7 @@ SCRIPT = {
                 {"delay_s": 0.5, "tool_calls": [AREA_DOC]},
                 {
                     "expect": {"last_tool_result_contains": "Edited shapes.py: 1 replacement."},
-                    "delay_s": RELEASE_S - 0.5,  # ~ at RELEASE_S, with bob's edit
+                    "delay_s": RELEASE_S - 0.5,  # released with bob's edit
                     "tool_calls": [AREA_ABS],
                 },
                 {
@@ -132,7 +133,9 @@ SCRIPT = {
             "turns": [
                 barrier("bob", "alice"),
                 {"expect": BARRIER_OK, "tool_calls": [READ]},
-                {"delay_s": RELEASE_S, "tool_calls": [PERIMETER]},
+                # the same turn shape as alice's, so both reach the next turn together
+                {"delay_s": 0.5, "tool_calls": [PLAN]},
+                {"delay_s": RELEASE_S - 0.5, "tool_calls": [PERIMETER]},
                 {
                     "expect": {"last_tool_result_contains": STALE},
                     "delay_s": 0.5,  # alice's racing write is long done by then
@@ -180,16 +183,16 @@ def test_two_agents_edit_one_file_at_once(tmp_path: Path, redis_handle: RedisHan
 
     by_turn = {(r.agent, r.turn): r for r in requests}
     # the refusal bob's model saw, and that its retry succeeded after the re-read
-    assert tool_results(by_turn["bob", 3].body) == [
+    assert tool_results(by_turn["bob", 4].body) == [
         (
             f"{STALE} (by another agent or a command); read it again before editing.",
             True,
         )
     ]
-    assert tool_results(by_turn["bob", 5].body)[0][0].startswith("Edited shapes.py")
+    assert tool_results(by_turn["bob", 6].body)[0][0].startswith("Edited shapes.py")
     # the two racing edits were answered at the same moment (within scheduling jitter)
     alice_sent = by_turn["alice", 3].responded_at
-    bob_sent = by_turn["bob", 2].responded_at
+    bob_sent = by_turn["bob", 3].responded_at
     assert abs(alice_sent - bob_sent) < 0.5, (alice_sent, bob_sent)
     # every tool schema on the wire is self-contained (nested items inlined)
     tools = by_turn["bob", 0].body["tools"]
