@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,172 @@ def bench_provider_cpu(calls: int) -> list[tuple[str, str]]:
     ]
 
 
+OPENAI_SIZES = (20, 60, 120)
+
+
+async def _cpu_per_call_ms(
+    fn: Callable[[], Awaitable[Any]], calls: int, prepare: Callable[[], None] | None = None
+) -> float:
+    """Median process CPU of one awaited call (after 3 warm-up calls); `prepare` runs
+    untimed before each call."""
+    for _ in range(3):
+        if prepare:
+            prepare()
+        await fn()
+    samples = []
+    for _ in range(calls):
+        if prepare:
+            prepare()
+        t = time.process_time()
+        await fn()
+        samples.append(time.process_time() - t)
+    return statistics.median(samples) * 1000
+
+
+def bench_openai_cpu(calls: int, sizes: tuple[int, ...] = OPENAI_SIZES) -> list[tuple[str, str]]:
+    """CPU per model call through the openai SDK against the stub (6 tools): the plain SDK
+    loop (`chat.completions.create` with the whole history, non-streaming and streaming),
+    swarm's OpenAIProvider as it was before bodies were cached, and as it is now. Each of
+    swarm's measured calls sends two messages the provider has not seen before (an
+    assistant turn and its tool results), as the agent loop does."""
+    import openai
+
+    from swarm.providers.openai_provider import OpenAIProvider
+    from swarm.tools.builtin import BUILTIN_TOOLS
+
+    tools = [t.spec() for t in list(BUILTIN_TOOLS.values())[:6]]
+    turns = max(sizes)  # more than the assistant messages of the longest conversation
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "s.yaml"
+        script.write_text(
+            "match: {agent: '(?P<agent>bench)', task: 'Task (?P<task>[a-z]+):'}\n"
+            "conversations:\n  - turns:\n" + "      - {text: x}\n" * turns
+        )
+        proc, url = _stub_process(script)
+        base = f"{url}/openai/v1"
+        try:
+
+            async def run() -> None:
+                sdk = openai.AsyncOpenAI(base_url=base, api_key="bench", max_retries=0)
+                before = OpenAIProvider(api_key="bench", base_url=base)
+                after = OpenAIProvider(api_key="bench", base_url=base)
+                for n in sizes:
+                    rows.extend(
+                        await _openai_cpu_rows(n, calls, tools, sdk, _OpenAIBefore(before), after)
+                    )
+                await sdk.close()
+                await before.aclose()
+                await after.aclose()
+
+            asyncio.run(run())
+        finally:
+            proc.terminate()
+            proc.wait()
+    return rows
+
+
+async def _openai_cpu_rows(
+    n: int, calls: int, tools: list[Any], sdk: Any, before: Any, after: Any
+) -> list[tuple[str, str]]:
+    from swarm.providers.convert import chat_tools, to_chat_messages
+
+    template = conversation(n)
+    wire = to_chat_messages("bench", template)
+    tool_defs = chat_tools(tools)
+    msgs = list(template)
+
+    def grow() -> None:
+        # The last two messages replaced by copies the provider has not seen: each
+        # call converts an assistant turn and its tool results anew, like the agent loop.
+        del msgs[-2:]
+        msgs.extend(m.model_copy(deep=True) for m in template[-2:])
+
+    async def plain() -> None:
+        await sdk.chat.completions.create(model="m", messages=wire, tools=tool_defs, max_tokens=100)
+
+    async def plain_stream() -> None:
+        stream = await sdk.chat.completions.create(
+            model="m",
+            messages=wire,
+            tools=tool_defs,
+            max_tokens=100,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for _ in stream:
+            pass
+
+    def ours(provider: Any) -> Callable[[], Awaitable[Any]]:
+        async def call() -> None:
+            await provider.complete(
+                model="m", system="bench", messages=msgs, tools=tools, max_tokens=100
+            )
+
+        return call
+
+    p_ms = await _cpu_per_call_ms(plain, calls)
+    ps_ms = await _cpu_per_call_ms(plain_stream, calls)
+    b_ms = await _cpu_per_call_ms(ours(before), calls, grow)
+    a_ms = await _cpu_per_call_ms(ours(after), calls, grow)
+    label = f"{len(wire)} messages"
+    return [
+        (f"{label}: openai SDK `chat.completions.create`", f"{p_ms:.2f} ms"),
+        (f"{label}: the same, streaming", f"{ps_ms:.2f} ms"),
+        (f"{label}: swarm OpenAIProvider.complete (streaming) before", f"{b_ms:.2f} ms"),
+        (f"{label}: swarm OpenAIProvider.complete (streaming) now", f"{a_ms:.2f} ms"),
+        (
+            f"{label}: ratio now / plain SDK, non-streaming (streaming); target 0.5",
+            f"{a_ms / p_ms:.2f} ({a_ms / ps_ms:.2f})",
+        ),
+        (f"{label}: ratio now / before", f"{a_ms / b_ms:.2f}"),
+    ]
+
+
+class _OpenAIBefore:
+    """OpenAIProvider.complete as it was before bodies were cached and sent through
+    `client.post` (the whole history converted and given to `chat.completions.create`
+    on every call), kept so every run measures before and after side by side."""
+
+    def __init__(self, provider: Any) -> None:
+        self.p = provider
+
+    async def complete(
+        self, *, model: str, system: str, messages: list[Any], tools: list[Any], max_tokens: int
+    ) -> Any:
+        import openai
+
+        from swarm.providers.convert import (
+            ChatAccumulator,
+            chat_tools,
+            normalize_tool_ids,
+            to_chat_messages,
+        )
+        from swarm.providers.openai_provider import add_chunk, provider_error
+
+        p = self.p
+        wire = to_chat_messages(system, normalize_tool_ids(messages, p.name))
+        by_name = p.max_tokens_param == "max_tokens"
+        acc = ChatAccumulator()
+        try:
+            stream = await p.client.chat.completions.create(
+                model=model,
+                messages=wire,
+                tools=chat_tools(tools) if tools else openai.omit,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=p._extra_headers,
+                max_tokens=max_tokens if by_name else openai.omit,
+                max_completion_tokens=openai.omit if by_name else max_tokens,
+            )
+            async with stream:
+                async for chunk in stream:
+                    add_chunk(acc, chunk)
+        except openai.APIError as exc:
+            raise provider_error(p.name, exc) from None
+        return acc.response(model)
+
+
 def bench_blackboard(n: int) -> list[tuple[str, str]]:
     """Redis round trips on the agent's hot path: one turn's writes pipelined in one
     transaction against the same writes sent one by one; claim+complete throughput."""
@@ -212,6 +379,7 @@ def main() -> None:
     n = 50 if args.quick else 300
     sections = {
         "Provider call CPU": bench_provider_cpu(n // 5 if args.quick else 100),
+        "OpenAI provider call CPU (6 tools)": bench_openai_cpu(n // 5 if args.quick else 100),
         "Blackboard": bench_blackboard(n),
     }
     print(write_doc(sections))

@@ -17,6 +17,7 @@ Claude count. Without tiktoken the count is an estimate (UTF-8 bytes / 4, rounde
 and every output says so. Repo command tools and MCP tools are not included: they depend
 on the target repository.
 
+It also regenerates the parameter reference in docs/tools.md from the same schemas.
 Exits 1 when a role's tool list exceeds ``LIMIT_TOKENS``.
 """
 
@@ -43,6 +44,8 @@ AGENTS_DIR = ROOT / "agents"
 DOC = ROOT / "docs" / "tools.md"
 START = "<!-- tool-schema-sizes:start -->"
 END = "<!-- tool-schema-sizes:end -->"
+PARAMS_START = "<!-- tool-params:start -->"
+PARAMS_END = "<!-- tool-params:end -->"
 LIMIT_TOKENS = 2500
 #: sha256 of cl100k_base.tiktoken as published by OpenAI (tiktoken_ext/openai_public.py).
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -159,12 +162,72 @@ def render(counter: Counter, roles: list[Size], tools: list[Size]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(table: str, doc: Path = DOC) -> None:
+def _type(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    kind = str(schema.get("type", "any"))
+    if kind == "array":
+        return f"array of {_type(schema.get('items', {}))}"
+    return kind
+
+
+def _notes(schema: dict[str, Any]) -> str:
+    notes = [str(schema["description"])] if "description" in schema else []
+    for key, label in (
+        ("minimum", "minimum {}"),
+        ("minLength", "min length {}"),
+        ("maxLength", "max length {}"),
+        ("minItems", "min items {}"),
+    ):
+        if key in schema:
+            notes.append(label.format(schema[key]))
+    if "default" in schema:
+        notes.append(f"default {json.dumps(schema['default'])}")
+    return "; ".join(notes).replace("|", "\\|").replace("*", "\\*")
+
+
+def _param_rows(tool: str, schema: dict[str, Any], prefix: str = "") -> list[str]:
+    rows = []
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        need = "yes" if name in required else "no"
+        rows.append(f"| {tool} | `{prefix}{name}` | {_type(prop)} | {need} | {_notes(prop)} |")
+        items = prop.get("items", {})
+        if items.get("type") == "object":
+            rows += _param_rows(tool, items, f"{prefix}{name}[].")
+    if not rows:
+        rows.append(f"| {tool} | (none) | | | |")
+    return rows
+
+
+def render_params() -> str:
+    """The parameters of every built-in and swarm tool, from the schemas sent."""
+    lines = [
+        "Generated from the schemas the model receives (`python -m benchmarks.tool_schemas`).",
+        "",
+        "| tool | parameter | type | required | description and constraints |",
+        "|---|---|---|---|---|",
+    ]
+    for tool in {**BUILTIN_TOOLS, **SWARM_TOOLS}.values():
+        lines += _param_rows(tool.name, tool.spec().input_schema)
+    return "\n".join(lines)
+
+
+def replace_between(text: str, start: str, end: str, body: str) -> str:
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"markers {start} ... {end} not found")
+    return text[: i + len(start)] + "\n" + body + "\n" + text[j:]
+
+
+def write_doc(table: str, params: str, doc: Path = DOC) -> None:
     text = doc.read_text(encoding="utf-8")
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{doc}: markers {START} ... {END} not found")
-    doc.write_text(text[: start + len(START)] + "\n" + table + "\n" + text[end:], encoding="utf-8")
+    try:
+        text = replace_between(text, START, END, table)
+        text = replace_between(text, PARAMS_START, PARAMS_END, params)
+    except ValueError as exc:
+        raise SystemExit(f"{doc}: {exc}") from None
+    doc.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(counter, roles, measure_tools(counter))
     print(table)
     if not args.no_write:
-        write_doc(table)
+        write_doc(table, render_params())
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     over = [s for s in roles if s.tokens > LIMIT_TOKENS]
     for s in over:

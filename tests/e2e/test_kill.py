@@ -104,16 +104,20 @@ def test_sigkill_agent_mid_task(tmp_path: Path, redis_handle: RedisHandle) -> No
 
 
 async def _kill_when_in_turn_2(stub: StubServer, url: str, run_id: str) -> int:
+    """Kill the worker while its turn-2 request is in flight: the stored session then holds
+    the results of turn 1 (5 messages) and the stub holds its answer for 5 s."""
     board = Blackboard(url, run_id)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any(r.agent == "worker" and r.turn == 2 for r in stub.requests):
+            if await board.r.llen(board.k.session("long")) == 5:
+                await asyncio.sleep(1.0)  # the request is on its way; the answer takes 5 s
+                assert not any(r.agent == "worker" and r.turn == 2 for r in stub.requests)
                 pid = int((await board.r.hget(board.k.agent("worker"), "pid")) or 0)
                 assert pid and pid != os.getpid()
                 os.kill(pid, signal.SIGKILL)
                 return pid
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         raise AssertionError("the worker never reached turn 2")
     finally:
         await board.close()
