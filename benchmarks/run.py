@@ -83,13 +83,13 @@ def bench_provider_cpu(calls: int) -> list[tuple[str, str]]:
         try:
             sdk = anthropic.AsyncAnthropic(base_url=url, api_key="bench", max_retries=0)
             ours = AnthropicProvider(api_key="bench", base_url=url)
-            wire = to_anthropic(msgs)
-            tool_defs = [t.model_dump() for t in tools]
+            wire: Any = to_anthropic(msgs)
+            tool_defs: Any = [t.model_dump() for t in tools]
 
             async def plain() -> None:
                 await sdk.messages.create(
                     model="m", max_tokens=100, system="bench", messages=wire, tools=tool_defs
-                )  # type: ignore[arg-type]
+                )
 
             async def swarm_call() -> None:
                 await ours.complete(

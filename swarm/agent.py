@@ -17,6 +17,7 @@ from swarm.providers.pricing import cost_usd
 from swarm.providers.repair import repair
 from swarm.providers.retry import RetryPolicy, with_retries
 from swarm.providers.types import Message, ModelResponse, ToolResult, ToolSpec, Usage
+from swarm.secrets import redact, secret_values
 from swarm.tools.base import Tool, ToolContext
 from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
 
@@ -124,6 +125,7 @@ class AgentLoop:
         self.tools = {**tools, **SWARM_TOOLS}
         self.specs: list[ToolSpec] = [t.spec() for t in self.tools.values()]
         self.system = system_prompt(agent, swarm)
+        self._secrets = secret_values()
         self._fixed_chars = len(self.system) + sum(len(t.model_dump_json()) for t in self.specs)
         from swarm.tools.runner import ToolRunner
 
@@ -313,8 +315,9 @@ class AgentLoop:
             events: list[tuple[str, dict[str, Any]]] = []
             for call in calls:
                 out = await self.runner.run(call.name, call.input)
+                text = redact(out.text, self._secrets)  # a file or command may print a key
                 results.append(
-                    ToolResult(tool_call_id=call.id, content=out.text, is_error=out.is_error)
+                    ToolResult(tool_call_id=call.id, content=text, is_error=out.is_error)
                 )
                 events.append(
                     (

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,39 +146,51 @@ def to_chat_messages(
     (Mistral's shape)."""
     out: list[dict[str, Any]] = []
     if system:
-        out.append({"role": "system", "content": system})
-    names: dict[str, str] = {}
+        out.append(chat_system(system))
+    names: dict[str, str] | None = {} if tool_names else None
     for m in messages:
-        if m.role == "assistant":
-            out.append(_assistant(m))
+        out.extend(chat_message(m, names=names))
+        if names is not None and m.role == "assistant":
             names.update((c.id, c.name) for c in m.tool_calls)
-            continue
-        for r in m.tool_results:
-            tool: dict[str, Any] = {
-                "role": "tool",
-                "tool_call_id": r.tool_call_id,
-                "content": _result_text(r),
-            }
-            if tool_names and r.tool_call_id in names:
-                tool["name"] = names[r.tool_call_id]
-            out.append(tool)
-        texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
-        if texts:
-            content: Any = (
-                texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
-            )
-            out.append({"role": "user", "content": content})
-        elif not m.tool_results:
-            out.append({"role": "user", "content": "(empty)"})
     return out
 
 
-def _assistant(m: Message) -> dict[str, Any]:
+def chat_system(system: str) -> dict[str, Any]:
+    return {"role": "system", "content": system}
+
+
+def chat_message(
+    m: Message,
+    ids: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The Chat Completions messages of one neutral message. `ids` renames tool-call ids
+    (as `normalize_tool_ids` would); `names` (id -> tool name of the calls before) adds the
+    tool's name to tool messages."""
+    if m.role == "assistant":
+        return [_assistant(m, ids)]
+    out: list[dict[str, Any]] = []
+    for r in m.tool_results:
+        call_id = ids.get(r.tool_call_id, r.tool_call_id) if ids else r.tool_call_id
+        tool: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": _result_text(r)}
+        if names is not None and call_id in names:
+            tool["name"] = names[call_id]
+        out.append(tool)
+    texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
+    if texts:
+        content: Any = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
+        out.append({"role": "user", "content": content})
+    elif not out:
+        out.append({"role": "user", "content": "(empty)"})
+    return out
+
+
+def _assistant(m: Message, ids: Mapping[str, str] | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": m.text or None}
     if m.tool_calls:
         msg["tool_calls"] = [
             {
-                "id": c.id,
+                "id": ids.get(c.id, c.id) if ids else c.id,
                 "type": "function",
                 "function": {"name": c.name, "arguments": json.dumps(c.input, ensure_ascii=False)},
             }
@@ -191,6 +204,142 @@ def _assistant(m: Message) -> dict[str, Any]:
 def _result_text(r: ToolResult) -> str:
     text = r.content or "(no output)"
     return f"Error: {text}" if r.is_error else text
+
+
+# --- request bodies built once per message ----------------------------------------------
+
+# The request JSON exactly as the openai SDK serializes a body (`openapi_dumps`).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def wire_json(value: Any) -> bytes:
+    return _ENCODER.encode(value).encode()
+
+
+def _message_ids(m: Message) -> list[str]:
+    return [
+        b.id if isinstance(b, ToolCall) else b.tool_call_id
+        for b in m.content
+        if isinstance(b, ToolCall | ToolResult)
+    ]
+
+
+class _IdMap:
+    """`tool_id_map` built message by message: appending messages gives the same mapping
+    as computing it over the whole transcript, unless an appended valid id equals an id
+    already invented for an earlier one (then `extend` says so and the caller starts over)."""
+
+    def __init__(self, rule: IdRule) -> None:
+        self.rule = rule
+        self.mapping: dict[str, str] = {}
+        self.used: set[str] = set()
+        self.invented: set[str] = set()
+
+    def extend(self, messages: Sequence[Message]) -> bool:
+        ids = [i for m in messages for i in _message_ids(m) if i not in self.mapping]
+        valid = [i for i in ids if self.rule.pattern.fullmatch(i)]
+        if not self.invented.isdisjoint(valid):
+            return False
+        for i in valid:
+            self.mapping[i] = i
+        self.used.update(valid)
+        for original in ids:
+            if original in self.mapping:
+                continue
+            salt = 0
+            new = _hashed_id(original, self.rule, salt)
+            while new in self.used:
+                salt += 1
+                new = _hashed_id(original, self.rule, salt)
+            self.mapping[original] = new
+            self.used.add(new)
+            self.invented.add(new)
+        return True
+
+
+@dataclass
+class _Entry:
+    message: Message
+    json: bytes  # its Chat Completions messages, serialized and comma-separated
+    renamed: tuple[tuple[str, str], ...]  # (original, sent) for each rewritten tool-call id
+
+
+class ChatTranscriptCache:
+    """The serialized Chat Completions `messages` of one growing transcript, each neutral
+    message converted and serialized once.
+
+    The agent loop sends the same list every turn with messages appended. Messages are
+    matched by identity (`is`) from the start; from the first mismatch on (a message
+    replaced, removed, or another transcript) they are converted again. Tool-call ids are
+    normalized for `provider` exactly as `normalize_tool_ids` does over the whole
+    transcript, so the bytes equal `wire_json(to_chat_messages(system,
+    normalize_tool_ids(messages, provider)))` minus the brackets. Messages are treated as
+    immutable once sent (nothing in swarm edits one in place).
+    """
+
+    def __init__(self, provider: str) -> None:
+        self.rule = ID_RULES.get(provider)
+        self._entries: list[_Entry] = []
+        self._ids: _IdMap | None = _IdMap(self.rule) if self.rule else None
+        self._system: tuple[str, bytes] = ("", b"")
+
+    def first(self) -> Message | None:
+        return self._entries[0].message if self._entries else None
+
+    def messages_json(self, system: str, messages: Sequence[Message]) -> bytes:
+        """The JSON array of the request's messages, system prompt first."""
+        if system != self._system[0]:
+            self._system = (system, wire_json(chat_system(system)) if system else b"")
+        entries = self._entries
+        same = 0
+        limit = min(len(entries), len(messages))
+        while same < limit and entries[same].message is messages[same]:
+            same += 1
+        if same < len(entries):
+            del entries[same:]
+            self._restart_ids(messages)
+        elif self._ids is not None and not self._ids.extend(messages[same:]):
+            self._restart_ids(messages)
+        ids = self._ids.mapping if self._ids is not None else None
+        for m in messages[len(entries) :]:
+            renamed = tuple((i, ids[i]) for i in _message_ids(m) if ids[i] != i) if ids else ()
+            dicts = chat_message(m, ids if renamed else None)
+            entries.append(_Entry(m, b",".join(wire_json(d) for d in dicts), renamed))
+        parts = [e.json for e in entries]
+        if self._system[1]:
+            parts.insert(0, self._system[1])
+        return b"[" + b",".join(parts) + b"]"
+
+    def _restart_ids(self, messages: Sequence[Message]) -> None:
+        """Map the whole transcript's ids afresh; keep the entries whose ids still map
+        as they did."""
+        if self.rule is None:
+            return
+        self._ids = _IdMap(self.rule)
+        self._ids.extend(messages)
+        mapping = self._ids.mapping
+        keep = 0
+        for e in self._entries:
+            if any(mapping[o] != sent for o, sent in e.renamed):
+                break
+            keep += 1
+        del self._entries[keep:]
+
+
+class ChatToolsCache:
+    """The serialized `tools` array, rebuilt only when the list holds other ToolSpecs."""
+
+    def __init__(self) -> None:
+        self._tools: tuple[ToolSpec, ...] = ()
+        self._json = b"[]"
+
+    def tools_json(self, tools: Sequence[ToolSpec]) -> bytes:
+        if len(tools) != len(self._tools) or any(
+            a is not b for a, b in zip(tools, self._tools, strict=True)
+        ):
+            self._tools = tuple(tools)
+            self._json = wire_json(chat_tools(list(tools)))
+        return self._json
 
 
 # --- Chat Completions stream -> neutral ------------------------------------------------

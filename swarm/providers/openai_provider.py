@@ -2,28 +2,36 @@
 
 Works against any OpenAI-compatible server by base URL (Ollama, vLLM, llama.cpp server);
 without an API key no Authorization header is sent, which local servers accept.
+
+Request bodies are built from per-message JSON cached across the turns of a conversation
+and sent through the client's lower-level `post` (the SDK's own auth, base URL, headers,
+errors, response types and streaming): `chat.completions.create` re-transforms the whole
+history on every call, which made its CPU per call grow with the conversation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
 from swarm.providers.convert import (
     ChatAccumulator,
-    chat_tools,
+    ChatToolsCache,
+    ChatTranscriptCache,
     chat_usage,
-    normalize_tool_ids,
-    to_chat_messages,
+    wire_json,
 )
 from swarm.providers.types import Message, ModelResponse, ToolSpec
 
 OPENAI_API_HOST = "api.openai.com"
 MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
+CHUNK_STREAM = openai.AsyncStream[ChatCompletionChunk]
+# Conversations whose per-message JSON one provider keeps (an agent has one at a time).
+TRANSCRIPT_CACHES = 4
 
 
 def default_max_tokens_param(base_url: str | None) -> MaxTokensParam:
@@ -60,6 +68,12 @@ class OpenAIProvider:
             timeout=timeout_s,
             default_headers=default_headers,
         )
+        # What `chat.completions.create` passes to `post`: bearer auth, our extra headers.
+        self._options: openai.RequestOptions = {"security": {"bearer_auth": True}}
+        if self._extra_headers is not None:
+            self._options["headers"] = self._extra_headers
+        self._transcripts: list[ChatTranscriptCache] = []
+        self._tools = ChatToolsCache()
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -73,19 +87,18 @@ class OpenAIProvider:
         tools: list[ToolSpec],
         max_tokens: int,
     ) -> ModelResponse:
-        wire = to_chat_messages(system, normalize_tool_ids(messages, self.name))
-        by_name = self.max_tokens_param == "max_tokens"
+        body = self.request_body(
+            model=model, system=system, messages=messages, tools=tools, max_tokens=max_tokens
+        )
         acc = ChatAccumulator()
         try:
-            stream = await self.client.chat.completions.create(
-                model=model,
-                messages=cast(Any, wire),
-                tools=cast(Any, chat_tools(tools)) if tools else openai.omit,
+            stream = await self.client.post(
+                "/chat/completions",
+                content=body,
+                cast_to=ChatCompletion,
+                options=self._options,
                 stream=True,
-                stream_options={"include_usage": True},
-                extra_headers=self._extra_headers,
-                max_tokens=max_tokens if by_name else openai.omit,
-                max_completion_tokens=openai.omit if by_name else max_tokens,
+                stream_cls=CHUNK_STREAM,
             )
             async with stream:
                 async for chunk in stream:
@@ -99,6 +112,51 @@ class OpenAIProvider:
                 provider=self.name,
             )
         return acc.response(model)
+
+    def request_body(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        max_tokens: int,
+    ) -> bytes:
+        """The streaming request's JSON, byte for byte what `chat.completions.create` sent
+        for the converted transcript (same keys, order and separators)."""
+        limit = b"max_tokens" if self.max_tokens_param == "max_tokens" else b"max_completion_tokens"
+        parts = [
+            b'{"model":',
+            wire_json(model),
+            b',"stream":true,"messages":',
+            self._transcript(messages).messages_json(system, messages),
+            b',"',
+            limit,
+            b'":',
+            wire_json(max_tokens),
+            b',"stream_options":{"include_usage":true}',
+        ]
+        if tools:
+            parts += [b',"tools":', self._tools.tools_json(tools)]
+        parts.append(b"}")
+        return b"".join(parts)
+
+    def _transcript(self, messages: list[Message]) -> ChatTranscriptCache:
+        """The cache holding this conversation (by the identity of its first message), or
+        the least recently used one."""
+        caches = self._transcripts
+        first = messages[0] if messages else None
+        found = next((c for c in caches if c.first() is first), None)
+        if found is None:
+            found = (
+                caches.pop(0)
+                if len(caches) >= TRANSCRIPT_CACHES
+                else ChatTranscriptCache(self.name)
+            )
+        else:
+            caches.remove(found)
+        caches.append(found)
+        return found
 
 
 def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:

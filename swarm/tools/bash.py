@@ -24,6 +24,7 @@ from typing import IO
 
 from pydantic import Field
 
+from swarm.secrets import scrubbed_env
 from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 from swarm.tools.sandbox import workspace_root
 
@@ -332,7 +333,7 @@ class Bash(Tool):
         timeout_ms = min(requested, MAX_TIMEOUT_MS)
         marker = secrets.token_hex(8)
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PAGER": "cat"}
-        env.update(os.environ)
+        env.update(scrubbed_env())  # agents' commands never see the swarm's credentials
         env.update(ctx.env)
         env[MARKER_ENV] = marker
         collector = _Collector(ctx.output_dir or default_output_dir())

@@ -75,7 +75,7 @@ RELEASE_S = 1.2
 def barrier(me: str, other: str) -> dict[str, Any]:
     """Both agents leave this bash call within ~25 ms of each other."""
     command = (
-        f"touch .sync/{me}; for i in $(seq 600); do "
+        f"touch .sync/{me}; for i in $(seq 1600); do "
         f"[ -e .sync/{other} ] && exit 0; sleep 0.025; done; echo barrier timed out; exit 1"
     )
     return {"tool_calls": [{"name": "bash", "input": {"command": command}}]}

@@ -33,10 +33,18 @@ phases:
 """
 
 
+SECRET = "sk-test-secret-value-123"
+# prints the key without naming it: the transcript must still not hold it
+LEAK = "env; printf 'sk-test-secret'; printf -- '-value-123\\n'"
+
+
 def turns(name: str) -> list[dict[str, object]]:
     return [
         {
-            "tool_calls": [{"name": "bash", "input": {"command": f"echo {name} >> made-by.txt"}}],
+            "tool_calls": [
+                {"name": "bash", "input": {"command": f"echo {name} >> made-by.txt"}},
+                {"name": "bash", "input": {"command": LEAK}},
+            ],
             "usage": {"input_tokens": 500, "output_tokens": 20},
         },
         {
@@ -63,13 +71,16 @@ def test_three_providers_in_one_swarm(tmp_path, redis_handle: RedisHandle) -> No
             "OPENAI_API_KEY": "k",
             "MISTRAL_BASE_URL": f"{stub.base_url}/mistral",
             "MISTRAL_API_KEY": "k",
+            "ANTHROPIC_API_KEY": SECRET,
         }
         run_id, proc = run_swarm(tmp_path, CONFIG, stub, redis_handle.url, env)
         seen = {(r.agent, r.provider) for r in stub.requests}
+        recorded = json.dumps([r.to_dict() for r in stub.requests])
         statuses = {r.status for r in stub.requests}
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert seen == {("claude", "anthropic"), ("gpt", "openai"), ("le-chat", "mistral")}
     assert statuses == {200}
+    assert SECRET not in recorded and "[redacted]" in recorded
     lines = (tmp_path / "repo" / "made-by.txt").read_text().split()
     assert lines[0] == "claude" and sorted(lines[1:]) == ["gpt", "le-chat"]
 
@@ -81,6 +92,13 @@ def test_three_providers_in_one_swarm(tmp_path, redis_handle: RedisHandle) -> No
                 assert u["input_tokens"] == 1100 and u["output_tokens"] == 30, (agent, u)
             session = await board.session("c")
             assert json.dumps(session).count("tool_call") >= 2
+            # the key never reaches a transcript, an event or the model
+            for task in ("a", "b", "c"):
+                text = json.dumps(await board.session(task))
+                assert SECRET not in text and "[redacted]" in text
+                assert "ANTHROPIC_API_KEY" not in text  # scrubbed from the commands' env
+            events = await board.events(count=100_000)
+            assert SECRET not in json.dumps([e.model_dump() for e in events])
         finally:
             await board.close()
 
