@@ -109,6 +109,12 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
     )
 
 
+def worth_a_line(e: Event) -> bool:
+    """Plain mode prints every event except routine status flips (idle, working, done),
+    which the task and turn events already tell."""
+    return e.type != "agent_status" or e.data.get("status") in ("waiting", "dead")
+
+
 def plain_line(e: Event) -> str:
     ts = time.strftime("%H:%M:%S", time.localtime(e.ts / 1000))
     who = e.agent or "swarm"
@@ -138,11 +144,7 @@ async def follow(
             for e in events:
                 if mode == "json":
                     out.write(e.model_dump_json() + "\n")
-                elif (
-                    mode == "plain"
-                    and e.type not in ("agent_status",)
-                    or (mode == "plain" and e.data.get("status") in ("waiting", "dead"))
-                ):
+                elif mode == "plain" and worth_a_line(e):
                     out.write(plain_line(e) + "\n")
             recent.extend(events)
             del recent[:-50]
