@@ -18,6 +18,8 @@ CONFIG = """\
 name: three-providers
 goal: one task per provider
 model: anthropic/claude-sonnet-4-5
+permissions:
+  bash: {"*": allow, "rm -rf *": deny, "git push*": ask}
 agents:
   - {name: claude, role: developer}
   - {name: gpt, role: test, model: openai/gpt-5}
@@ -42,6 +44,8 @@ def turns(name: str) -> list[dict[str, object]]:
     return [
         {
             "tool_calls": [
+                {"name": "bash", "input": {"command": "rm -rf made-by.txt"}},
+                {"name": "bash", "input": {"command": "git push origin main"}},
                 {"name": "bash", "input": {"command": f"echo {name} >> made-by.txt"}},
                 {"name": "bash", "input": {"command": LEAK}},
             ],
@@ -90,6 +94,11 @@ def test_three_providers_in_one_swarm(tmp_path, redis_handle: RedisHandle) -> No
             for agent in ("claude", "gpt", "le-chat"):
                 u = await board.usage("agent", agent)
                 assert u["input_tokens"] == 1100 and u["output_tokens"] == 30, (agent, u)
+            # config permissions hold in every agent: deny, and ask (no human) = deny
+            for task in ("a", "b", "c"):
+                text = json.dumps(await board.session(task))
+                assert "Permission to run bash `rm -rf made-by.txt` is denied" in text
+                assert "requires human approval (rule 'git push*': ask)" in text
             session = await board.session("c")
             assert json.dumps(session).count("tool_call") >= 2
             # the key never reaches a transcript, an event or the model
