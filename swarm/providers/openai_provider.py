@@ -134,7 +134,7 @@ class OpenAIProvider:
             limit,
             b'":',
             wire_json(max_tokens),
-            b',"stream_options":{"include_usage": true}',
+            b',"stream_options":{"include_usage":true}',
         ]
         if tools:
             parts += [b',"tools":', self._tools.tools_json(tools)]
