@@ -36,6 +36,8 @@ class SwarmInfo:
     max_tokens: int | None = None
     lease_ms: int = 30_000
     max_output_tokens: int = 8192
+    # USD per 1M tokens (input, output, cache read, cache write) overriding pricing.py
+    pricing: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 class BoardState:
@@ -258,7 +260,11 @@ class AgentLoop:
             est_in, est_out = chars // 4 + 1, min(self.swarm.max_output_tokens, 1024)
             try:
                 reservation = await self.budget.reserve(
-                    cost_usd(self.agent.model, Usage(input_tokens=est_in, output_tokens=est_out)),
+                    cost_usd(
+                        self.agent.model,
+                        Usage(input_tokens=est_in, output_tokens=est_out),
+                        self.swarm.pricing,
+                    ),
                     est_in + est_out,
                 )
             except BudgetExhausted as exc:
@@ -275,7 +281,7 @@ class AgentLoop:
                 raise
             turns += 1
             u = resp.usage
-            usd = cost_usd(self.agent.model, u)
+            usd = cost_usd(self.agent.model, u, self.swarm.pricing)
             await self.board.record_turn(
                 name,
                 task.id,

@@ -45,6 +45,20 @@ class Budget(Strict):
     max_turns: int = Field(default=40, gt=0)
 
 
+class Price(Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)  # default: 10% of input
+    cache_write: float | None = Field(default=None, ge=0)  # default: 125% of input
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        read = self.input * 0.1 if self.cache_read is None else self.cache_read
+        write = self.input * 1.25 if self.cache_write is None else self.cache_write
+        return (self.input, self.output, read, write)
+
+
 class AgentSpec(Strict):
     name: str = Field(pattern=NAME_RE)
     role: str
@@ -80,9 +94,10 @@ class SwarmConfig(Strict):
     goal: str
     repo: str = "."
     topology: str | CustomTopology = "mesh"
-    model: str = "anthropic/claude-sonnet-4-5"
+    model: str = "anthropic/claude-sonnet-5-5"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
+    pricing: dict[str, Price] = Field(default_factory=dict)  # "provider/model" -> price
     workspace: Literal["shared"] = "shared"
     lease_s: float = Field(default=30.0, gt=0)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)

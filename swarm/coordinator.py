@@ -58,6 +58,7 @@ def agent_specs(
             max_usd=cfg.budget.max_usd,
             max_tokens=cfg.budget.max_tokens,
             lease_ms=int(cfg.lease_s * 1000),
+            pricing={model: price.as_tuple() for model, price in cfg.pricing.items()},
         )
         out.append(
             AgentSpec(

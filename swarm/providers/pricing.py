@@ -6,6 +6,11 @@ from swarm.providers.types import Usage
 
 # (input, output, cache_read, cache_write) USD per 1M tokens; public list prices.
 PRICES: dict[str, tuple[float, float, float, float]] = {
+    # The 5.x tiers are assumed to cost what the 4.5 tier of the same size does; check
+    # your provider's price list and override with `pricing:` in the config.
+    "anthropic/claude-opus-5-5": (5.0, 25.0, 0.5, 6.25),
+    "anthropic/claude-sonnet-5-5": (3.0, 15.0, 0.3, 3.75),
+    "anthropic/claude-haiku-5-5": (1.0, 5.0, 0.1, 1.25),
     "anthropic/claude-opus-4-5": (5.0, 25.0, 0.5, 6.25),
     "anthropic/claude-sonnet-4-5": (3.0, 15.0, 0.3, 3.75),
     "anthropic/claude-haiku-4-5": (1.0, 5.0, 0.1, 1.25),

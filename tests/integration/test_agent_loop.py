@@ -1,0 +1,216 @@
+"""The agent loop in-process (no Ray) on a real Redis against the scripted server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.blackboard.board import Blackboard
+from swarm.config import load_config
+from swarm.coordinator import agent_specs, prepare_run, run_agent
+from swarm.llmstub import StubScript, StubServer
+from swarm.providers.types import Message, TextBlock, ToolCall
+
+HEAD = """\
+name: loop
+goal: test the loop
+model: anthropic/claude-sonnet-4-5
+budget: {max_turns: 3}
+agents:
+  - {name: dev, role: developer}
+phases:
+  - name: one
+    tasks:
+      - {id: a, title: A, agent: dev}
+      - {id: b, title: B, agent: dev, needs: [a]}
+"""
+
+
+async def run(
+    board: Blackboard,
+    tmp_path: Path,
+    conversations: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    before: Any = None,
+) -> StubServer:
+    (tmp_path / "swarm.yaml").write_text(HEAD)
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    loaded = load_config(tmp_path / "swarm.yaml")
+    stub = StubServer(StubScript.model_validate({"conversations": conversations}))
+    stub.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", stub.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    try:
+        await prepare_run(board, loaded, repo)
+        if before is not None:
+            await before()
+        specs = agent_specs(loaded, board.url, board.run_id, repo, tmp_path / "run")
+        await asyncio.wait_for(asyncio.gather(*(run_agent(s) for s in specs)), 60)
+    finally:
+        stub.stop()
+    return stub
+
+
+def bash(cmd: str) -> dict[str, Any]:
+    return {"tool_calls": [{"name": "bash", "input": {"command": cmd}}]}
+
+
+async def statuses(board: Blackboard) -> dict[str, tuple[str, str]]:
+    return {t.id: (t.status, t.error) for t in await board.tasks()}
+
+
+async def test_max_turns_fails_the_task_and_its_dependents(board, tmp_path, monkeypatch) -> None:
+    await run(
+        board,
+        tmp_path,
+        [{"task": "a", "turns": [bash("echo 1"), bash("echo 2"), bash("echo 3"), bash("echo 4")]}],
+        monkeypatch,
+    )
+    assert await statuses(board) == {
+        "a": ("failed", "max_turns (3) reached"),
+        "b": ("failed", "dependency a failed"),
+    }
+    assert len(await board.session("a")) == 7  # user + 3 x (assistant, tool results)
+
+
+async def test_task_fail_tool(board, tmp_path, monkeypatch) -> None:
+    await run(
+        board,
+        tmp_path,
+        [
+            {"task": "a", "turns": [{"text": "done"}]},
+            {
+                "task": "b",
+                "turns": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "task_fail",
+                                "input": {"reason": "needs a database we do not have"},
+                            }
+                        ]
+                    }
+                ],
+            },
+        ],
+        monkeypatch,
+    )
+    assert (await statuses(board))["b"] == ("failed", "needs a database we do not have")
+
+
+async def test_non_retryable_error_fails_at_once(board, tmp_path, monkeypatch) -> None:
+    stub = await run(board, tmp_path, [{"task": "a", "turns": [bash("echo 1")]}], monkeypatch)
+    status, error = (await statuses(board))["a"]
+    assert status == "failed"
+    assert error.startswith("provider error: anthropic: HTTP 400: stub: no scripted turn 2")
+    assert [r.status for r in stub.requests] == [200, 400]  # no retry of a 400
+    events = [e for e in await board.events() if e.type == "provider_error"]
+    assert len(events) == 1 and events[0].data["status"] == 400
+
+
+async def test_retryable_faults_are_retried(board, tmp_path, monkeypatch) -> None:
+    faults = [{"status": 429, "retry_after_ms": 20}, {"status": 529}, {"kind": "stream_error"}]
+    stub = await run(
+        board,
+        tmp_path,
+        [
+            {"task": "a", "turns": [{"text": "done", "faults": faults}]},
+            {"task": "b", "turns": [{"text": "done"}]},
+        ],
+        monkeypatch,
+    )
+    assert await statuses(board) == {"a": ("completed", ""), "b": ("completed", "")}
+    assert [r.status for r in stub.requests if r.task == "a"] == [429, 529, 200, 200]
+    retries = [e.data for e in await board.events() if e.type == "provider_retry"]
+    assert [r["attempt"] for r in retries] == [1, 2, 3]
+    usage = await board.usage("task", "a")
+    assert usage["requests"] == 4 and usage["turns"] == 1
+    # the stream that broke half way left nothing behind
+    assert [m["role"] for m in await board.session("a")] == ["user", "assistant"]
+
+
+async def test_resume_repairs_an_interrupted_tool_call(board, tmp_path, monkeypatch) -> None:
+    async def crashed_mid_tool() -> None:
+        user = Message.user_text("Task a: A\n")
+        call = Message(
+            role="assistant",
+            content=[
+                TextBlock(text="running it"),
+                ToolCall(
+                    id="toolu_000000000000000000000001", name="bash", input={"command": "sleep 100"}
+                ),
+            ],
+        )
+        await board.record_turn("dev", "a", [user.model_dump(), call.model_dump()])
+        claim = await board.claim("dev", "developer", 30_000)
+        assert claim is not None and claim[0] == "a"
+
+    stub = await run(
+        board,
+        tmp_path,
+        [
+            {
+                "task": "a",
+                "turns": [
+                    bash("never sent"),
+                    {"text": "recovered", "expect": {"last_tool_result_contains": "interrupted"}},
+                ],
+            },
+            {"task": "b", "turns": [{"text": "done"}]},
+        ],
+        monkeypatch,
+        before=crashed_mid_tool,
+    )
+    assert await statuses(board) == {"a": ("completed", ""), "b": ("completed", "")}
+    assert [r.turn for r in stub.requests if r.task == "a"] == [1]  # continued, not restarted
+    assert "transcript_repaired" in [e.type for e in await board.events()]
+
+
+async def test_stored_final_answer_completes_without_a_request(
+    board, tmp_path, monkeypatch
+) -> None:
+    async def crashed_after_answer() -> None:
+        msgs = [
+            Message.user_text("Task a: A\n"),
+            Message(role="assistant", content=[TextBlock(text="all done")]),
+        ]
+        await board.record_turn("dev", "a", [m.model_dump() for m in msgs])
+        await board.claim("dev", "developer", 30_000)
+
+    stub = await run(
+        board,
+        tmp_path,
+        [{"task": "b", "turns": [{"text": "done"}]}],
+        monkeypatch,
+        before=crashed_after_answer,
+    )
+    task = await board.task("a")
+    assert task is not None and (task.status, task.result) == ("completed", "all done")
+    assert not [r for r in stub.requests if r.task == "a"]
+
+
+async def test_doom_loop_guard(board, tmp_path, monkeypatch) -> None:
+    same = bash("cat missing.txt")
+    await run(
+        board,
+        tmp_path,
+        [
+            {
+                "task": "a",
+                "turns": [
+                    same,
+                    same,
+                    {**same, "expect": {"last_tool_result_contains": "Exit code"}},
+                ],
+            },
+        ],
+        monkeypatch,
+    )
+    session = await board.session("a")
+    third = session[-1]["content"][0]
+    assert third["is_error"] and "identical input 3 times in a row" in third["content"]
+    assert [e.type for e in await board.events()].count("doom_loop") == 1
