@@ -265,8 +265,16 @@ def tool(
     ctx = ToolContext(
         workspace=repo.resolve(), agent="cli", state=MemoryState(), locks=MemoryLocks()
     )
+
+    async def go() -> Any:
+        if name in ("edit", "multiedit", "write") and isinstance(args.get("file_path"), str):
+            # a person at the keyboard has seen the file: the staleness check (which
+            # protects agents from overwriting what they never read) starts from now
+            await BUILTIN_TOOLS["read"]({"file_path": args["file_path"], "limit": 1}, ctx)
+        return await run_tool(repo.resolve(), name, args, ctx, dict(BUILTIN_TOOLS))
+
     try:  # built-in tools, the repo's command tools and MCP tools (mcp__server__tool)
-        out = asyncio.run(run_tool(repo.resolve(), name, args, ctx, dict(BUILTIN_TOOLS)))
+        out = asyncio.run(go())
     except SwarmError as exc:  # unknown tool (the message lists them), bad tools/*.yaml
         _fail(exc)
     print(out.text)

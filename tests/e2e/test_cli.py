@@ -84,3 +84,18 @@ def test_tool_refuses_escape(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "root:" not in proc.stdout
+
+
+def test_tool_command_edits_a_file(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\r\ny = 2\r\n")
+    proc = swarm(
+        "tool",
+        "edit",
+        '{"file_path": "a.py", "old_string": "y = 2", "new_string": "y = 3"}',
+        "--repo",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "a.py").read_bytes() == b"x = 1\r\ny = 3\r\n"  # CRLF kept
+    assert "-y = 2" in proc.stdout and "+y = 3" in proc.stdout
