@@ -63,7 +63,7 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
         f"  ${u.usd:,.4f}  turns {u.turns}",
     )
     agents = Table(expand=True, box=None, header_style="bold")
-    for col in ("agent", "role", "status", "task", "turns", "tokens in/out", "$"):
+    for col in ("agent", "role", "status", "task", "todo", "turns", "tokens in/out", "$"):
         agents.add_column(col, justify="right" if col in ("turns", "$") else "left")
     for a in snap.agents:
         status = a.status + (f" for {', '.join(a.waiting_for)}" if a.waiting_for else "")
@@ -72,6 +72,7 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
             a.role,
             Text(status, STATUS_STYLE.get(a.status, "")),
             a.task or "-",
+            Text(a.todo_summary[:40] or "-", overflow="ellipsis"),
             str(a.turns),
             f"{a.input_tokens:,}/{a.output_tokens:,}",
             f"{a.usd:.4f}",

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from swarm.blackboard.board import Blackboard
+from swarm.tools.todo import STATE_KEY as TODO_KEY
 
 
 class TaskRow(BaseModel):
@@ -40,6 +41,18 @@ class AgentRow(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     usd: float = 0.0
+    todos: list[dict[str, str]] = []  # the agent's todo list (todowrite), as stored
+
+    @property
+    def todo_summary(self) -> str:
+        """'2/5 Write the parser' : completed of all, and the one in progress."""
+        if not self.todos:
+            return ""
+        done = sum(t.get("status") == "completed" for t in self.todos)
+        now = next(
+            (t.get("content", "") for t in self.todos if t.get("status") == "in_progress"), ""
+        )
+        return f"{done}/{len(self.todos)} {now}".strip()
 
 
 class UsageRow(BaseModel):
@@ -86,6 +99,11 @@ async def snapshot(board: Blackboard) -> Snapshot:
     for a in await board.agents():
         u = _usage(await board.usage("agent", a.get("name", "")))
         pid = a.get("pid")
+        todos_raw = await board.state_get(a.get("name", ""), TODO_KEY)
+        try:
+            todos = [t for t in json.loads(todos_raw or "[]") if isinstance(t, dict)]
+        except ValueError:
+            todos = []
         agents.append(
             AgentRow(
                 name=a.get("name", ""),
@@ -99,6 +117,7 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 usd=round(u.usd, 6),
+                todos=todos,
             )
         )
     task_usage = [_usage(await board.usage("task", t.id)) for t in tasks]

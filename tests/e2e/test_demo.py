@@ -49,6 +49,8 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
     assert all(t["attempts"] == 1 for t in snap["tasks"])
     assert {a["name"] for a in snap["agents"]} == {"analyst", "fixer", "tester", "writer"}
     assert all(a["status"] == "done" for a in snap["agents"])
+    fixer = next(a for a in snap["agents"] if a["name"] == "fixer")
+    assert [t["status"] for t in fixer["todos"]] == ["completed", "completed", "in_progress"]
     assert snap["usage"]["input_tokens"] > 0 and snap["usage"]["usd"] > 0
     assert sum(a["turns"] for a in snap["agents"]) == snap["usage"]["turns"] == 13
     assert sum(t["turns"] for t in snap["tasks"]) == 13
