@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 name: concurrent-edit
 goal: two agents improve one module at once
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 lease_s: 30
 agents:
   - {name: alice, role: developer}

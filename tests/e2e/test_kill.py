@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 name: kill-test
 goal: survive a crash
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 lease_s: 30
 agents:
   - {name: worker, role: developer}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 def config(extra: str, tasks: int = 10) -> str:
     lines = [f"      - {{id: t{i}, title: Task {i}, role: developer}}" for i in range(tasks)]
     return (
-        "name: limits\ngoal: measure limits\nmodel: anthropic/claude-sonnet-4-5\n"
+        "name: limits\ngoal: measure limits\nmodel: anthropic/claude-sonnet-5-5\n"
         f"{extra}\nagents:\n  - {{name: dev, role: developer, count: 10}}\n"
         "phases:\n  - name: only\n    tasks:\n" + "\n".join(lines) + "\n"
     )
@@ -58,7 +58,7 @@ def test_shared_rate_limit_holds_for_ten_agents(tmp_path, redis_handle: RedisHan
 
 def test_budget_holds_for_ten_racing_agents(tmp_path, redis_handle: RedisHandle) -> None:
     usage = {"input_tokens": 100_000, "output_tokens": 1_000}
-    per_request = cost_usd("anthropic/claude-sonnet-4-5", Usage(**usage))
+    per_request = cost_usd("anthropic/claude-sonnet-5-5", Usage(**usage))
     max_usd = 3.0
     turn = {"tool_calls": [{"name": "bash", "input": {"command": "echo step"}}], "usage": usage}
     script = StubScript.model_validate(

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 name: mcp-test
 goal: add numbers with an MCP server
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 lease_s: 30
 agents:
   - {name: calc-user, role: calcuser}

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 name: three-providers
 goal: one task per provider
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 permissions:
   bash: {"*": allow, "rm -rf *": deny, "git push*": ask}
 agents:

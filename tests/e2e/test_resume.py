@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 name: resume-test
 goal: stop and go
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 agents:
   - {name: dev, role: developer, count: 2}
 phases:

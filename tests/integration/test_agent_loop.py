@@ -17,7 +17,7 @@ from swarm.providers.types import Message, TextBlock, ToolCall
 HEAD = """\
 name: loop
 goal: test the loop
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 budget: {max_turns: 3}
 agents:
   - {name: dev, role: developer}

@@ -293,7 +293,7 @@ def test_config_accepts_mcp_entries(tmp_path: Path) -> None:
     config = textwrap.dedent("""\
         name: t
         goal: test
-        model: anthropic/claude-sonnet-4-5
+        model: anthropic/claude-sonnet-5-5
         agents:
           - {name: dev, role: developer, tools: [read, "mcp:calc"]}
         phases:

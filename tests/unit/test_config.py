@@ -16,7 +16,7 @@ from swarm.paths import PROJECT_ROOT
 GOOD = """\
 name: t
 goal: test
-model: anthropic/claude-sonnet-4-5
+model: anthropic/claude-sonnet-5-5
 agents:
   - {name: dev, role: developer}
   - {name: doc, role: doc}
@@ -112,7 +112,7 @@ BAD: list[tuple[str, str, int, str | None, str]] = [
     ),
     (
         "bad model",
-        GOOD.replace("model: anthropic/claude-sonnet-4-5", "model: gpt4"),
+        GOOD.replace("model: anthropic/claude-sonnet-5-5", "model: gpt4"),
         3,
         "model",
         "provider/model",

@@ -1,18 +1,25 @@
-"""OpenAIProvider's request bodies, built from per-message JSON cached across turns and sent
-through the client's `post`: byte for byte what the previous conversion sent through
-`chat.completions.create`, for every transcript and after every kind of change to it."""
+"""Request bodies built from per-message JSON cached across turns and sent through the SDK
+client's `post` (OpenAIProvider, AnthropicProvider): byte for byte, headers included, what
+the previous code sent through `chat.completions.create` / `messages.stream`, for every
+transcript and after every kind of change to it; errors still map as before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import openai
 import pytest
 
+from swarm.providers.anthropic_provider import (
+    AnthropicProvider,
+    to_anthropic,
+    with_cache_breakpoint,
+)
 from swarm.providers.base import ProviderError
 from swarm.providers.convert import (
     ID_RULES,
@@ -88,8 +95,8 @@ async def previous_body(
     by_name = provider.max_tokens_param == "max_tokens"
     stream = await provider.client.chat.completions.create(
         model=model,
-        messages=wire,  # type: ignore[arg-type]
-        tools=chat_tools(tools) if tools else openai.omit,  # type: ignore[arg-type]
+        messages=cast(Any, wire),
+        tools=cast(Any, chat_tools(tools)) if tools else openai.omit,
         stream=True,
         stream_options={"include_usage": True},
         extra_headers=provider._extra_headers,
@@ -193,7 +200,7 @@ async def test_growing_transcript_reuses_cached_messages() -> None:
     messages = rich_transcript()[:1]
     more = rich_transcript()[1:]
     await provider.complete(model="m", system="s", messages=messages, tools=TOOLS, max_tokens=9)
-    cache = provider._transcripts[-1]
+    cache = provider._transcripts.caches[-1]
     first_json = cache._entries[0].json
     for m in more:
         messages.append(m)
@@ -203,7 +210,7 @@ async def test_growing_transcript_reuses_cached_messages() -> None:
             provider, captured, system="s", messages=messages, tools=TOOLS, model="m", max_tokens=9
         )
         assert ours == theirs.content
-    assert provider._transcripts == [cache]
+    assert provider._transcripts.caches == [cache]
     assert cache._entries[0].json is first_json  # converted once, not per call
     assert [e.message for e in cache._entries] == messages
 
@@ -212,7 +219,7 @@ def test_a_message_replaced_in_the_middle_is_converted_again() -> None:
     provider = make("openai")
     messages = rich_transcript()
     provider.request_body(model="m", system="s", messages=messages, tools=TOOLS, max_tokens=1)
-    cache = provider._transcripts[-1]
+    cache = provider._transcripts.caches[-1]
     kept = [e.json for e in cache._entries[:3]]
     # What repair does: a message replaced by another one (here: an answered call).
     messages[3] = Message(role="assistant", content=[call("call_other", cmd="pwd")])
@@ -242,7 +249,7 @@ def test_removed_messages_and_other_lists() -> None:
     del messages[5:]  # the list shrank: the tail is gone from the request
     assert body_of(messages) != full
     # A different list holding the same messages: same bytes, nothing converted again.
-    cache = provider._transcripts[-1]
+    cache = provider._transcripts.caches[-1]
     before = [e.json for e in cache._entries]
     copy = list(messages)
     body_of(copy)
@@ -252,7 +259,9 @@ def test_removed_messages_and_other_lists() -> None:
     body_of(fresh)
     assert all(
         a is b
-        for a, b in zip([e.message for e in provider._transcripts[-1]._entries], fresh, strict=True)
+        for a, b in zip(
+            [e.message for e in provider._transcripts.caches[-1]._entries], fresh, strict=True
+        )
     )
     # A transcript from another conversation entirely.
     other = [Message.user_text("Task u: other"), Message(role="assistant", content=[call("x.y")])]
@@ -358,13 +367,21 @@ def test_several_conversations_keep_their_caches() -> None:
     b = [m.model_copy(deep=True) for m in rich_transcript()]
     provider.request_body(model="m", system="s", messages=a, tools=[], max_tokens=1)
     provider.request_body(model="m", system="s", messages=b, tools=[], max_tokens=1)
-    cache_a, cache_b = provider._transcripts
+    cache_a, cache_b = provider._transcripts.caches
     a_json = cache_a._entries[-1].json
     for _ in range(3):
         provider.request_body(model="m", system="s", messages=a, tools=[], max_tokens=1)
         provider.request_body(model="m", system="s", messages=b, tools=[], max_tokens=1)
     assert cache_a._entries[-1].json is a_json
     assert cache_a._entries[0].message is a[0] and cache_b._entries[0].message is b[0]
+    # A third conversation takes the least recently used cache (a's), correctly.
+    c = [Message.user_text("Task c: third")]
+    body = provider.request_body(model="m", system="s", messages=c, tools=[], max_tokens=1)
+    assert json.loads(body)["messages"][1] == {"role": "user", "content": "Task c: third"}
+    assert provider._transcripts.caches == [cache_b, cache_a]
+    assert cache_a.first() is c[0] and cache_b.first() is b[0]
+    body = provider.request_body(model="m", system="s", messages=a, tools=[], max_tokens=1)
+    assert json.loads(body)["messages"] == json.loads(reference_bytes(provider, "s", a))
 
 
 def test_transcript_cache_for_a_provider_without_id_rules() -> None:
@@ -429,3 +446,202 @@ async def test_connection_error_and_truncated_stream() -> None:
             model="m", system="s", messages=rich_transcript(), tools=[], max_tokens=1
         )
     assert info.value.retryable
+
+
+# --- Anthropic ------------------------------------------------------------------------------
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+ANTHROPIC_SSE = b"".join(
+    [
+        _sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-x",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 1},
+                },
+            },
+        ),
+        _sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        _sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "done"},
+            },
+        ),
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 3},
+            },
+        ),
+        _sse("message_stop", {"type": "message_stop"}),
+    ]
+)
+
+
+def mocked_anthropic(provider: AnthropicProvider) -> Captured:
+    captured = Captured()
+    captured.response = lambda _: httpx2.Response(
+        200, content=ANTHROPIC_SSE, headers={"content-type": "text/event-stream"}
+    )
+    provider.client = provider.client.copy(
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(captured))
+    )
+    return captured
+
+
+async def previous_anthropic_request(
+    provider: AnthropicProvider,
+    captured: Captured,
+    *,
+    system: str,
+    messages: list[Message],
+    tools: list[ToolSpec],
+    model: str = "claude-x",
+    max_tokens: int = 321,
+) -> httpx2.Request:
+    """The request AnthropicProvider sent before bodies were cached (the previous code)."""
+    tool_defs: list[dict[str, Any]] = [t.model_dump() for t in tools]
+    if tool_defs:
+        tool_defs[-1]["cache_control"] = {"type": "ephemeral"}
+    system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+    wire = with_cache_breakpoint(to_anthropic(normalize_tool_ids(messages, "anthropic")))
+    async with provider.client.messages.stream(
+        model=model,
+        max_tokens=max_tokens,
+        system=system_blocks,  # type: ignore[arg-type]
+        messages=wire,  # type: ignore[arg-type]
+        tools=tool_defs,  # type: ignore[arg-type]
+    ) as stream:
+        await stream.get_final_message()
+    return captured.last
+
+
+@pytest.mark.parametrize("tools", [TOOLS, []])
+@pytest.mark.parametrize("system", ["Agent: a", ""])
+async def test_anthropic_request_equals_the_previous_one_byte_for_byte(
+    tools: list[ToolSpec], system: str
+) -> None:
+    provider = AnthropicProvider(api_key="sk-ant", base_url="http://127.0.0.1:9")
+    captured = mocked_anthropic(provider)
+    messages: list[Message] = []
+    for m in rich_transcript():
+        messages.append(m)  # the same list, growing: later calls reuse cached messages
+        resp = await provider.complete(
+            model="claude-x", system=system, messages=messages, tools=tools, max_tokens=321
+        )
+        ours = captured.last
+        theirs = await previous_anthropic_request(
+            provider, captured, system=system, messages=messages, tools=tools
+        )
+        assert ours.content == theirs.content
+        assert ours.url == theirs.url
+        assert ours.headers.multi_items() == theirs.headers.multi_items()
+        assert resp.message.text == "done" and resp.stop_reason == "end_turn"
+        assert resp.usage.input_tokens == 12 and resp.usage.output_tokens == 3
+    # The breakpoint moved with the latest turn; the cached messages kept none of it.
+    sent = json.loads(captured.last.content)["messages"]
+    assert [("cache_control" in b) for m in sent for b in m["content"]].count(True) == 1
+    assert "cache_control" in sent[-1]["content"][-1]
+    cache = provider._transcripts.caches[-1]
+    assert not any("cache_control" in b for e in cache._entries for b in e.dicts[0]["content"])
+    await provider.aclose()
+
+
+def test_anthropic_body_after_edits_and_id_renames() -> None:
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    messages = rich_transcript()
+
+    def check() -> None:
+        body = provider.request_body(
+            model="m", system="s", messages=messages, tools=TOOLS, max_tokens=7
+        )
+        expected = with_cache_breakpoint(to_anthropic(normalize_tool_ids(messages, "anthropic")))
+        assert json.loads(body)["messages"] == expected
+
+    check()
+    messages[2] = Message(role="user", content=[ToolResult(tool_call_id=LONG_ID, content="new")])
+    check()
+    messages.append(Message(role="user", content=[TextBlock(text="more")]))
+    check()
+    del messages[4:]
+    check()
+    messages = [Message.user_text("Task u: other")]
+    check()
+    messages = []
+    check()
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(429, True), (400, False), (529, True), (500, True)]
+)
+async def test_anthropic_http_errors_map_as_before(status: int, retryable: bool) -> None:
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    captured = mocked_anthropic(provider)
+    captured.response = lambda _: httpx2.Response(
+        status,
+        json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+        headers={"retry-after": "3"},
+    )
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(
+            model="m", system="s", messages=rich_transcript(), tools=TOOLS, max_tokens=1
+        )
+    assert info.value.status == status and info.value.retryable is retryable
+    assert info.value.retry_after_s == 3.0
+    assert str(info.value) == f"anthropic: HTTP {status}: busy"
+
+
+async def test_anthropic_stream_error_event() -> None:
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    captured = mocked_anthropic(provider)
+    broken = ANTHROPIC_SSE.split(b"event: content_block_stop")[0] + _sse(
+        "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
+    captured.response = lambda _: httpx2.Response(
+        200, content=broken, headers={"content-type": "text/event-stream"}
+    )
+    with pytest.raises(ProviderError, match=r"stream error \(overloaded_error\)") as info:
+        await provider.complete(
+            model="m", system="s", messages=rich_transcript(), tools=[], max_tokens=1
+        )
+    assert info.value.retryable
+
+
+def test_anthropic_deprecated_model_still_warns() -> None:
+    from anthropic._data import DEPRECATED_MODELS
+
+    model = next(iter(DEPRECATED_MODELS))
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    captured = mocked_anthropic(provider)
+    assert captured.requests == []
+    with pytest.warns(DeprecationWarning, match=f"The model '{model}' is deprecated"):
+        asyncio.run(
+            provider.complete(
+                model=model, system="s", messages=rich_transcript(), tools=[], max_tokens=1
+            )
+        )
