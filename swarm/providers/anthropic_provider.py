@@ -1,13 +1,39 @@
-"""Anthropic Messages API through the official `anthropic` SDK (streaming, tools)."""
+"""Anthropic Messages API through the official `anthropic` SDK (streaming, tools).
+
+Request bodies are built from per-message JSON cached across the turns of a conversation
+and sent through the client's lower-level `post`, then read by the SDK's own message
+stream (auth, base URL, headers, errors, response types as with `messages.stream`, which
+walks and serializes the whole history again on every call). One difference: with
+OpenTelemetry tracing configured, the SDK's span of the call lacks the attributes it
+reads off a request body given as a dict (model, max_tokens; in content mode the
+messages); the response side is recorded as before.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
+from anthropic._base_client import make_request_options
+from anthropic._data import DEPRECATED_MODELS
+from anthropic.lib._stainless_helpers import (
+    HELPER_METHOD_STREAM,
+    STAINLESS_HELPER_METHOD_HEADER,
+    STAINLESS_STREAM_HELPER_HEADER,
+)
+from anthropic.lib._tracing import messages_create_request_attributes
+from anthropic.lib.streaming import AsyncMessageStreamManager
+from anthropic.types import RawMessageStreamEvent
 
 from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
-from swarm.providers.convert import normalize_tool_ids
+from swarm.providers.convert import (
+    ToolsCache,
+    TranscriptCache,
+    TranscriptCaches,
+    wire_json,
+)
 from swarm.providers.types import (
     Message,
     ModelResponse,
@@ -20,26 +46,43 @@ from swarm.providers.types import (
 
 
 def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        blocks: list[dict[str, Any]] = []
-        for b in m.content:
-            if isinstance(b, TextBlock):
-                if b.text:
-                    blocks.append({"type": "text", "text": b.text})
-            elif isinstance(b, ToolCall):
-                blocks.append({"type": "tool_use", "id": b.id, "name": b.name, "input": b.input})
-            elif isinstance(b, ToolResult):
-                blocks.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": b.tool_call_id,
-                        "content": b.content or "(no output)",
-                        "is_error": b.is_error,
-                    }
-                )
-        out.append({"role": m.role, "content": blocks or [{"type": "text", "text": "(empty)"}]})
-    return out
+    return [anthropic_message(m) for m in messages]
+
+
+def anthropic_message(m: Message, ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One neutral message in the Messages API's shape; `ids` renames tool-call ids (as
+    `normalize_tool_ids` would)."""
+    blocks: list[dict[str, Any]] = []
+    for b in m.content:
+        if isinstance(b, TextBlock):
+            if b.text:
+                blocks.append({"type": "text", "text": b.text})
+        elif isinstance(b, ToolCall):
+            call_id = ids.get(b.id, b.id) if ids else b.id
+            blocks.append({"type": "tool_use", "id": call_id, "name": b.name, "input": b.input})
+        elif isinstance(b, ToolResult):
+            call_id = ids.get(b.tool_call_id, b.tool_call_id) if ids else b.tool_call_id
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call_id,
+                    "content": b.content or "(no output)",
+                    "is_error": b.is_error,
+                }
+            )
+    return {"role": m.role, "content": blocks or [{"type": "text", "text": "(empty)"}]}
+
+
+def _anthropic_wire(m: Message, ids: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    return [anthropic_message(m, ids)]
+
+
+def anthropic_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    """Tool definitions; one cache breakpoint after tools+system, shared by every agent."""
+    tool_defs: list[dict[str, Any]] = [t.model_dump() for t in tools]
+    if tool_defs:
+        tool_defs[-1]["cache_control"] = {"type": "ephemeral"}
+    return tool_defs
 
 
 def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,6 +117,19 @@ def from_anthropic(msg: Any) -> ModelResponse:
     )
 
 
+# What `messages.stream` passes to `post`: its helper headers and its tracing span.
+_STREAM_OPTIONS = make_request_options(
+    extra_headers={
+        STAINLESS_HELPER_METHOD_HEADER: HELPER_METHOD_STREAM,
+        STAINLESS_STREAM_HELPER_HEADER: "messages",
+    },
+    span_name="anthropic.messages.create",
+    span_route="/v1/messages",
+    span_attributes=messages_create_request_attributes,
+)
+_EVENT_STREAM = anthropic.AsyncStream[RawMessageStreamEvent]
+
+
 class AnthropicProvider:
     name = "anthropic"
 
@@ -81,6 +137,9 @@ class AnthropicProvider:
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
         )
+        self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
+        self._tools = ToolsCache(anthropic_tools)
+        self._system: tuple[str, bytes] | None = None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -94,19 +153,28 @@ class AnthropicProvider:
         tools: list[ToolSpec],
         max_tokens: int,
     ) -> ModelResponse:
-        tool_defs: list[dict[str, Any]] = [t.model_dump() for t in tools]
-        if tool_defs:  # one cache breakpoint after tools+system, shared by every agent
-            tool_defs[-1]["cache_control"] = {"type": "ephemeral"}
-        system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
-        wire = with_cache_breakpoint(to_anthropic(normalize_tool_ids(messages, "anthropic")))
+        if model in DEPRECATED_MODELS:  # as `messages.stream` warns
+            warnings.warn(
+                f"The model '{model}' is deprecated and will reach end-of-life on "
+                f"{DEPRECATED_MODELS[model]}.\nPlease migrate to a newer model. Visit "
+                "https://docs.anthropic.com/en/docs/resources/model-deprecations for more "
+                "information.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        body = self.request_body(
+            model=model, system=system, messages=messages, tools=tools, max_tokens=max_tokens
+        )
         try:
-            async with self.client.messages.stream(
-                model=model,
-                max_tokens=max_tokens,
-                system=system_blocks,  # type: ignore[arg-type]
-                messages=wire,  # type: ignore[arg-type]
-                tools=tool_defs,  # type: ignore[arg-type]
-            ) as stream:
+            request = self.client.post(
+                "/v1/messages",
+                content=body,
+                cast_to=anthropic.types.Message,
+                options=_STREAM_OPTIONS,
+                stream=True,
+                stream_cls=_EVENT_STREAM,
+            )
+            async with AsyncMessageStreamManager(request) as stream:
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             if exc.status_code == 200:  # an `event: error` in the middle of the stream
@@ -132,6 +200,44 @@ class AnthropicProvider:
                 f"anthropic: stream error: {exc}", retryable=True, provider=self.name
             ) from None
         return from_anthropic(final)
+
+    def request_body(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        max_tokens: int,
+    ) -> bytes:
+        """The streaming request's JSON, byte for byte what `messages.stream` sent for the
+        converted transcript (same keys, order and separators): a cache breakpoint on the
+        system prompt, after the tools, and on the latest turn."""
+        if self._system is None or self._system[0] != system:
+            blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+            self._system = (system, wire_json(blocks))
+        entries = self._transcripts.get(messages).update(messages)
+        parts = [e.json for e in entries[:-1]]
+        if entries:
+            last = entries[-1].dicts[0]  # a copy: the cached dict stays as it is
+            parts.append(
+                wire_json(with_cache_breakpoint([{**last, "content": [*last["content"]]}])[0])
+            )
+        return b"".join(
+            [
+                b'{"max_tokens":',
+                wire_json(max_tokens),
+                b',"messages":[',
+                b",".join(parts),
+                b'],"model":',
+                wire_json(model),
+                b',"system":',
+                self._system[1],
+                b',"tools":',
+                self._tools.tools_json(tools),
+                b',"stream":true}',
+            ]
+        )
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:

@@ -10,9 +10,9 @@ import hashlib
 import json
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from swarm.providers.types import (
     Block,
@@ -257,39 +257,41 @@ class _IdMap:
         return True
 
 
+WireConvert = Callable[[Message, Mapping[str, str] | None], list[dict[str, Any]]]
+
+
 @dataclass
-class _Entry:
+class WireEntry:
     message: Message
-    json: bytes  # its Chat Completions messages, serialized and comma-separated
+    dicts: list[dict[str, Any]]  # its wire messages (never modified once built)
+    json: bytes  # the same, serialized and comma-separated
     renamed: tuple[tuple[str, str], ...]  # (original, sent) for each rewritten tool-call id
 
 
-class ChatTranscriptCache:
-    """The serialized Chat Completions `messages` of one growing transcript, each neutral
-    message converted and serialized once.
+class TranscriptCache:
+    """The wire form of one growing transcript, each neutral message converted (by
+    `convert`, given the tool-call id renames) and serialized once.
 
     The agent loop sends the same list every turn with messages appended. Messages are
     matched by identity (`is`) from the start; from the first mismatch on (a message
     replaced, removed, or another transcript) they are converted again. Tool-call ids are
     normalized for `provider` exactly as `normalize_tool_ids` does over the whole
-    transcript, so the bytes equal `wire_json(to_chat_messages(system,
-    normalize_tool_ids(messages, provider)))` minus the brackets. Messages are treated as
-    immutable once sent (nothing in swarm edits one in place).
+    transcript. Messages are treated as immutable once sent (nothing in swarm edits one
+    in place).
     """
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, convert: WireConvert) -> None:
         self.rule = ID_RULES.get(provider)
-        self._entries: list[_Entry] = []
+        self.convert = convert
+        self._entries: list[WireEntry] = []
         self._ids: _IdMap | None = _IdMap(self.rule) if self.rule else None
-        self._system: tuple[str, bytes] = ("", b"")
 
     def first(self) -> Message | None:
         return self._entries[0].message if self._entries else None
 
-    def messages_json(self, system: str, messages: Sequence[Message]) -> bytes:
-        """The JSON array of the request's messages, system prompt first."""
-        if system != self._system[0]:
-            self._system = (system, wire_json(chat_system(system)) if system else b"")
+    def update(self, messages: Sequence[Message]) -> list[WireEntry]:
+        """One entry per message of `messages`, in order (the returned list is the cache's
+        own: read it, don't keep it)."""
         entries = self._entries
         same = 0
         limit = min(len(entries), len(messages))
@@ -303,12 +305,9 @@ class ChatTranscriptCache:
         ids = self._ids.mapping if self._ids is not None else None
         for m in messages[len(entries) :]:
             renamed = tuple((i, ids[i]) for i in _message_ids(m) if ids[i] != i) if ids else ()
-            dicts = chat_message(m, ids if renamed else None)
-            entries.append(_Entry(m, b",".join(wire_json(d) for d in dicts), renamed))
-        parts = [e.json for e in entries]
-        if self._system[1]:
-            parts.insert(0, self._system[1])
-        return b"[" + b",".join(parts) + b"]"
+            dicts = self.convert(m, ids if renamed else None)
+            entries.append(WireEntry(m, dicts, b",".join(wire_json(d) for d in dicts), renamed))
+        return entries
 
     def _restart_ids(self, messages: Sequence[Message]) -> None:
         """Map the whole transcript's ids afresh; keep the entries whose ids still map
@@ -326,19 +325,66 @@ class ChatTranscriptCache:
         del self._entries[keep:]
 
 
-class ChatToolsCache:
-    """The serialized `tools` array, rebuilt only when the list holds other ToolSpecs."""
+class ChatTranscriptCache(TranscriptCache):
+    """The serialized Chat Completions `messages` of one growing transcript: equal to
+    `wire_json(to_chat_messages(system, normalize_tool_ids(messages, provider)))`."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider, chat_message)
+        self._system: tuple[str, bytes] = ("", b"")
+
+    def messages_json(self, system: str, messages: Sequence[Message]) -> bytes:
+        """The JSON array of the request's messages, system prompt first."""
+        if system != self._system[0]:
+            self._system = (system, wire_json(chat_system(system)) if system else b"")
+        parts = [e.json for e in self.update(messages)]
+        if self._system[1]:
+            parts.insert(0, self._system[1])
+        return b"[" + b",".join(parts) + b"]"
+
+
+_CacheT = TypeVar("_CacheT", bound=TranscriptCache)
+
+
+class TranscriptCaches(Generic[_CacheT]):
+    """A provider's transcript caches: the one holding a conversation (known by the
+    identity of its first message), else the least recently used one, started over. An
+    agent has one conversation at a time (one provider each); the second slot keeps a
+    provider shared by two from converting everything on every call."""
+
+    def __init__(self, make: Callable[[], _CacheT], size: int = 2) -> None:
+        self.make = make
+        self.size = size
+        self.caches: list[_CacheT] = []
+
+    def get(self, messages: Sequence[Message]) -> _CacheT:
+        first = messages[0] if messages else None
+        found = next((c for c in self.caches if c.first() is first), None)
+        if found is not None:
+            self.caches.remove(found)
+        elif len(self.caches) >= self.size:
+            found = self.caches.pop(0)
+        else:
+            found = self.make()
+        self.caches.append(found)
+        return found
+
+
+class ToolsCache:
+    """The serialized tool definitions, rebuilt only when the list holds other ToolSpecs
+    (`convert` turns the list into its wire form)."""
+
+    def __init__(self, convert: Callable[[list[ToolSpec]], Any]) -> None:
+        self.convert = convert
         self._tools: tuple[ToolSpec, ...] = ()
-        self._json = b"[]"
+        self._json = wire_json(convert([]))
 
     def tools_json(self, tools: Sequence[ToolSpec]) -> bytes:
         if len(tools) != len(self._tools) or any(
             a is not b for a, b in zip(tools, self._tools, strict=True)
         ):
+            self._json = wire_json(self.convert(list(tools)))
             self._tools = tuple(tools)
-            self._json = wire_json(chat_tools(list(tools)))
         return self._json
 
 

@@ -20,8 +20,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
 from swarm.providers.convert import (
     ChatAccumulator,
-    ChatToolsCache,
     ChatTranscriptCache,
+    ToolsCache,
+    TranscriptCaches,
+    chat_tools,
     chat_usage,
     wire_json,
 )
@@ -30,8 +32,6 @@ from swarm.providers.types import Message, ModelResponse, ToolSpec
 OPENAI_API_HOST = "api.openai.com"
 MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
 CHUNK_STREAM = openai.AsyncStream[ChatCompletionChunk]
-# Conversations whose per-message JSON one provider keeps (an agent has one at a time).
-TRANSCRIPT_CACHES = 4
 
 
 def default_max_tokens_param(base_url: str | None) -> MaxTokensParam:
@@ -72,8 +72,8 @@ class OpenAIProvider:
         self._options: openai.RequestOptions = {"security": {"bearer_auth": True}}
         if self._extra_headers is not None:
             self._options["headers"] = self._extra_headers
-        self._transcripts: list[ChatTranscriptCache] = []
-        self._tools = ChatToolsCache()
+        self._transcripts = TranscriptCaches(lambda: ChatTranscriptCache(self.name))
+        self._tools = ToolsCache(chat_tools)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -129,7 +129,7 @@ class OpenAIProvider:
             b'{"model":',
             wire_json(model),
             b',"stream":true,"messages":',
-            self._transcript(messages).messages_json(system, messages),
+            self._transcripts.get(messages).messages_json(system, messages),
             b',"',
             limit,
             b'":',
@@ -140,23 +140,6 @@ class OpenAIProvider:
             parts += [b',"tools":', self._tools.tools_json(tools)]
         parts.append(b"}")
         return b"".join(parts)
-
-    def _transcript(self, messages: list[Message]) -> ChatTranscriptCache:
-        """The cache holding this conversation (by the identity of its first message), or
-        the least recently used one."""
-        caches = self._transcripts
-        first = messages[0] if messages else None
-        found = next((c for c in caches if c.first() is first), None)
-        if found is None:
-            found = (
-                caches.pop(0)
-                if len(caches) >= TRANSCRIPT_CACHES
-                else ChatTranscriptCache(self.name)
-            )
-        else:
-            caches.remove(found)
-        caches.append(found)
-        return found
 
 
 def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:
