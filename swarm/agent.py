@@ -159,6 +159,7 @@ class AgentLoop:
     async def run(self) -> None:
         """Claim and work tasks until every task of the run is completed or failed."""
         name, role = self.agent.name, self.agent.role
+        await self.budget.release(name)  # a reservation left by this agent's previous process
         await self.set_status("idle")
         while True:
             last = await self.board.last_event_id()
@@ -196,7 +197,8 @@ class AgentLoop:
         self.handle.task_id = task_id
         self.handle.failed_reason = None
         task = await self.board.task(task_id)
-        assert task is not None
+        if task is None:  # claimed a moment ago, so it exists; never crash the agent on it
+            return
         await self.set_status("working", task=task_id, waiting_for="")
         heartbeat = asyncio.create_task(self._heartbeat(task_id, asyncio.current_task()))
         try:
@@ -204,7 +206,9 @@ class AgentLoop:
         except LeaseLost:
             await self.board.emit("lease_lost", task=task_id, agent=self.agent.name)
         except asyncio.CancelledError:
-            if heartbeat.done() and heartbeat.result() is False:
+            current = asyncio.current_task()
+            if heartbeat.done() and heartbeat.result() is False and current is not None:
+                current.uncancel()  # the heartbeat cancelled us; the loop itself goes on
                 await self.board.emit("lease_lost", task=task_id, agent=self.agent.name)
             else:
                 raise
@@ -216,6 +220,12 @@ class AgentLoop:
                 agent=self.agent.name,
                 data={"error": str(exc), "status": exc.status},
             )
+        except Exception as exc:  # a bug costs the task, never the agent (or the run)
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            await self.board.emit(
+                "agent_error", task=task_id, agent=self.agent.name, data={"error": reason}
+            )
+            await self.board.fail(task_id, self.agent.name, reason)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -257,9 +267,10 @@ class AgentLoop:
             if turns >= max_turns:
                 await self.board.fail(task.id, name, f"max_turns ({max_turns}) reached")
                 return
-            est_in, est_out = chars // 4 + 1, min(self.swarm.max_output_tokens, 1024)
+            est_in, est_out = chars // 4 + 1, self.swarm.max_output_tokens
             try:
                 reservation = await self.budget.reserve(
+                    name,
                     cost_usd(
                         self.agent.model,
                         Usage(input_tokens=est_in, output_tokens=est_out),
@@ -277,7 +288,7 @@ class AgentLoop:
                     lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
                 )
             except BaseException:
-                await self.budget.release(reservation)
+                await self.budget.release(name)
                 raise
             turns += 1
             u = resp.usage

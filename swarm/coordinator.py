@@ -253,10 +253,7 @@ class Coordinator:
                 if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
                     state = "timeout"
                     break
-                if all(r.done() for r in runs.values()):
-                    for t in tasks:
-                        if t.status not in ("completed", "failed"):
-                            await self.board.fail(t.id, "", "no live agent left to take it")
+                if await self._fail_orphans(tasks, {n for n, r in runs.items() if not r.done()}):
                     continue
                 await self.board.wait_events(last, block_ms=1000)
         finally:
@@ -269,6 +266,23 @@ class Coordinator:
             await self._stop(runs)
         return state
 
+    async def _fail_orphans(self, tasks: list[Any], live: set[str]) -> bool:
+        """Fail the unfinished tasks that no live agent may take (their agent, or every
+        agent of their role, has died): otherwise the run would wait for them forever."""
+        failed = False
+        for t in tasks:
+            if t.status in ("completed", "failed"):
+                continue
+            takers = (
+                [t.agent]
+                if t.agent
+                else [s.agent.name for s in self.specs if s.agent.role == t.role]
+            )
+            if not live.intersection(takers):
+                who = ", ".join(takers) or f"no agent has role {t.role!r}"
+                failed |= await self.board.fail(t.id, "", f"no live agent can take it ({who})")
+        return failed
+
     async def _await_actor(self, name: str, actor: Any) -> None:
         try:
             await actor.run.remote()
@@ -276,6 +290,7 @@ class Coordinator:
             await self.board.update_agent(
                 name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
             )
+            await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
 
     async def _stop(self, runs: Mapping[str, asyncio.Future[None]]) -> None:
         import ray

@@ -78,7 +78,8 @@ class Blackboard:
         self.run_id = run_id
         self.k = Keys(run_id)
         # decode_responses=True: every reply is str; redis-py's stubs cannot express that
-        self.r: Any = aioredis.Redis.from_url(url, decode_responses=True)
+        # encoding_errors="replace": one bad byte must never break every reader of a key
+        self.r: Any = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="replace")
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -171,7 +172,8 @@ class Blackboard:
         return bool(await self._heartbeat(args=[self.k.prefix, task_id, agent, lease_ms]))
 
     async def complete(self, task_id: str, agent: str, result: str) -> bool:
-        return bool(await self._complete(args=[self.k.prefix, task_id, agent, result]))
+        preview = result[:500]  # cut in Python: Lua's string.sub would split a UTF-8 character
+        return bool(await self._complete(args=[self.k.prefix, task_id, agent, result, preview]))
 
     async def fail(self, task_id: str, agent: str, reason: str) -> bool:
         return bool(await self._fail(args=[self.k.prefix, task_id, agent, reason]))
@@ -267,8 +269,7 @@ class Blackboard:
         (and release the turn's budget reservation in the same one)."""
         pipe = self.r.pipeline(transaction=True)
         if settle is not None:
-            pipe.hincrbyfloat(self.k.budget, "reserved_usd", -settle.usd)
-            pipe.hincrby(self.k.budget, "reserved_tokens", -settle.tokens)
+            pipe.hdel(self.k.budget, settle.holder)
         if messages:
             pipe.rpush(self.k.session(task_id), *[json.dumps(m) for m in messages])
         if usage:
@@ -278,7 +279,7 @@ class Blackboard:
                 self.k.usage_of("task", task_id),
             ):
                 for f, v in usage.items():
-                    if isinstance(v, float) and not v.is_integer():
+                    if isinstance(v, float):  # a float field stays float (HINCRBY on "0.5" fails)
                         pipe.hincrbyfloat(key, f, v)
                     elif v:
                         pipe.hincrby(key, f, int(v))

@@ -17,6 +17,7 @@ from swarm.blackboard.keys import SCHEMA, Keys
 
 @dataclass
 class Reservation:
+    holder: str  # the agent; it has at most one request in flight
     usd: float
     tokens: int
 
@@ -40,7 +41,9 @@ class Budget:
         self.max_tokens = max_tokens
         self._reserve = r.register_script(lua.RESERVE)
 
-    async def reserve(self, est_usd: float, est_tokens: int, wait_s: float = 0.05) -> Reservation:
+    async def reserve(
+        self, holder: str, est_usd: float, est_tokens: int, wait_s: float = 0.05
+    ) -> Reservation:
         """Reserve room for one request; waits while requests in flight may free room.
         Raises BudgetExhausted when the budget is spent or the run no longer runs."""
         while True:
@@ -51,24 +54,22 @@ class Budget:
                     "" if self.max_tokens is None else str(self.max_tokens),
                     repr(est_usd),
                     str(est_tokens),
+                    holder,
                 ]
             )
             kind = res[0]
             if kind == "ok":
-                return Reservation(est_usd, est_tokens)
+                return Reservation(holder, est_usd, est_tokens)
             if kind == "budget":
                 raise BudgetExhausted("budget", res[1])
             if kind == "stopped":
                 raise BudgetExhausted(res[1], f"run is {res[1]}")
             await asyncio.sleep(wait_s)
 
-    async def release(self, res: Reservation) -> None:
-        """Give back a reservation whose request failed (a success settles it in
-        Blackboard.record_turn, together with the real usage)."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hincrbyfloat(self.k.budget, "reserved_usd", -res.usd)
-        pipe.hincrby(self.k.budget, "reserved_tokens", -res.tokens)
-        await pipe.execute()
+    async def release(self, holder: str) -> None:
+        """Drop the holder's reservation: its request failed, or it (re)starts or died.
+        A success settles it in Blackboard.record_turn, together with the real usage."""
+        await self.r.hdel(self.k.budget, holder)
 
 
 def credential_id(provider: str, api_key: str, base_url: str | None) -> str:

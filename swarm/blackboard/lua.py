@@ -81,7 +81,7 @@ return 1
 """
 )
 
-# ARGV: prefix, task, agent, result -> 1 completed, 0 not ours (or already terminal)
+# ARGV: prefix, task, agent, result, result preview -> 1 completed, 0 not ours (or already terminal)
 COMPLETE = (
     COMMON
     + r"""
@@ -91,7 +91,7 @@ local v = redis.call('HMGET', k, 'status', 'assignee')
 if v[1] ~= 'claimed' or v[2] ~= me then return 0 end
 redis.call('HSET', k, 'status', 'completed', 'result', ARGV[4], 'finished_at', now_ms(),
   'lease_until', 0)
-emit('task_completed', id, me, cjson.encode({result = string.sub(ARGV[4], 1, 500)}))
+emit('task_completed', id, me, cjson.encode({result = ARGV[5]}))
 for _, dep in ipairs(redis.call('SMEMBERS', p .. ':dependents:' .. id)) do
   local dk = p .. ':task:' .. dep
   if redis.call('HGET', dk, 'status') == 'pending' then
@@ -179,7 +179,7 @@ return 0
 """
 
 # Budget reservation, before each model request. KEYS: none.
-# ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens
+# ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens, holder
 # -> {'ok'} | {'budget', reason} | {'stopped', state}
 RESERVE = (
     COMMON
@@ -191,8 +191,16 @@ local budget = p .. ':budget'
 local spent_usd = tonumber(redis.call('HGET', usage, 'usd') or '0')
 local spent_tok = tonumber(redis.call('HGET', usage, 'input_tokens') or '0')
   + tonumber(redis.call('HGET', usage, 'output_tokens') or '0')
-local res_usd = tonumber(redis.call('HGET', budget, 'reserved_usd') or '0')
-local res_tok = tonumber(redis.call('HGET', budget, 'reserved_tokens') or '0')
+-- reservations are held per agent (one request in flight each), so a holder that died
+-- is cleared by its restart or by the coordinator instead of blocking the budget forever
+redis.call('HDEL', budget, ARGV[6])
+local res_usd, res_tok = 0, 0
+local held = redis.call('HVALS', budget)
+for i = 1, #held do
+  local u, t = string.match(held[i], '^(%S+) (%S+)$')
+  res_usd = res_usd + tonumber(u)
+  res_tok = res_tok + tonumber(t)
+end
 local est_usd, est_tok = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reason = nil
 if ARGV[2] ~= '' and spent_usd + res_usd + est_usd > tonumber(ARGV[2]) then
@@ -202,13 +210,12 @@ elseif ARGV[3] ~= '' and spent_tok + res_tok + est_tok > tonumber(ARGV[3]) then
 end
 if reason then
   -- requests in flight may settle below their reservation: wait for them to decide
-  if res_usd > 1e-12 or res_tok > 0 then return {'wait', reason} end
+  if #held > 0 then return {'wait', reason} end
   redis.call('HSET', p .. ':meta', 'state', 'budget', 'reason', reason, 'finished', now_ms())
   emit('run_finished', '', '', cjson.encode({state = 'budget', reason = reason}))
   return {'budget', reason}
 end
-redis.call('HINCRBYFLOAT', budget, 'reserved_usd', est_usd)
-redis.call('HINCRBY', budget, 'reserved_tokens', est_tok)
+redis.call('HSET', budget, ARGV[6], ARGV[4] .. ' ' .. ARGV[5])
 return {'ok'}
 """
 )

@@ -214,3 +214,19 @@ async def test_doom_loop_guard(board, tmp_path, monkeypatch) -> None:
     third = session[-1]["content"][0]
     assert third["is_error"] and "identical input 3 times in a row" in third["content"]
     assert [e.type for e in await board.events()].count("doom_loop") == 1
+
+
+async def test_an_internal_error_costs_the_task_not_the_agent(board, tmp_path, monkeypatch) -> None:
+    from swarm.agent import AgentLoop
+
+    async def broken(self: AgentLoop, *args: Any) -> Any:
+        raise KeyError("tool_use_id")
+
+    monkeypatch.setattr(AgentLoop, "_request", broken)
+    await run(board, tmp_path, [{"task": "a", "turns": [{"text": "never"}]}], monkeypatch)
+    assert await statuses(board) == {
+        "a": ("failed", "internal error: KeyError: 'tool_use_id'"),
+        "b": ("failed", "dependency a failed"),
+    }
+    assert "agent_error" in [e.type for e in await board.events()]
+    assert (await board.r.hget(board.k.agent("dev"), "status")) == "done"

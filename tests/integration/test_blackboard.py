@@ -176,3 +176,19 @@ async def test_sessions_and_usage_in_one_turn(board: Blackboard) -> None:
     assert [m["role"] for m in await board.session("a")] == ["user", "assistant"]
     assert await board.usage() == {"input_tokens": 11.0, "output_tokens": 5.0, "usd": 0.75}
     assert (await board.usage("agent", "x"))["usd"] == 0.75
+
+
+async def test_result_preview_never_splits_a_character(board: Blackboard) -> None:
+    await add(board, "a")
+    await board.claim("x", "dev", 10_000)
+    result = "x" * 499 + "—→✅ done"
+    assert await board.complete("a", "x", result)
+    [done] = [e for e in await board.events() if e.type == "task_completed"]
+    assert done.data["result"] == result[:500]
+    assert (await board.task("a")).result == result  # type: ignore[union-attr]
+
+
+async def test_whole_dollar_usage_after_fractions(board: Blackboard) -> None:
+    await board.record_turn("x", "a", [], usage={"usd": 0.5, "input_tokens": 3})
+    await board.record_turn("x", "a", [], usage={"usd": 1.0, "input_tokens": 4})
+    assert await board.usage() == {"usd": 1.5, "input_tokens": 7.0}

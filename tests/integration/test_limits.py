@@ -68,31 +68,45 @@ async def test_a_429_blocks_every_agent_on_the_credential(board: Blackboard) -> 
 async def test_budget_reserve_settle_and_exhaust(board: Blackboard) -> None:
     await board.init_run({"name": "t"}, [])
     budget = Budget(board.r, board.run_id, max_usd=1.0, max_tokens=None)
-    r1 = await budget.reserve(0.4, 100)
-    r2 = await budget.reserve(0.4, 100)
+    r1 = await budget.reserve("a", 0.4, 100)
+    r2 = await budget.reserve("b", 0.4, 100)
     # a third does not fit while two are in flight: it waits for them
-    third = asyncio.create_task(budget.reserve(0.4, 100, wait_s=0.01))
+    third = asyncio.create_task(budget.reserve("c", 0.4, 100, wait_s=0.01))
     await asyncio.sleep(0.1)
     assert not third.done()
     await board.record_turn("a", "t1", [], usage={"usd": 0.1}, settle=r1)
     r3 = await asyncio.wait_for(third, 2)  # 0.1 spent + 0.4 reserved + 0.4 fits
-    await board.record_turn("a", "t1", [], usage={"usd": 0.35}, settle=r2)
-    await board.record_turn("a", "t1", [], usage={"usd": 0.3}, settle=r3)
+    await board.record_turn("b", "t1", [], usage={"usd": 0.35}, settle=r2)
+    await board.record_turn("c", "t1", [], usage={"usd": 0.3}, settle=r3)
     with pytest.raises(BudgetExhausted) as info:
-        await budget.reserve(0.4, 100)
+        await budget.reserve("a", 0.4, 100)
     assert info.value.state == "budget"
     assert "max_usd 1.0 reached" in info.value.reason
     meta = await board.meta()
     assert meta["state"] == "budget"
-    assert abs(float(await board.r.hget(board.k.budget, "reserved_usd"))) < 1e-9
+    assert await board.r.hgetall(board.k.budget) == {}  # nothing left reserved
     # a stopped run refuses new requests too
     with pytest.raises(BudgetExhausted):
-        await Budget(board.r, board.run_id, None, None).reserve(0.0, 1)
+        await Budget(board.r, board.run_id, None, None).reserve("a", 0.0, 1)
 
 
 async def test_release_gives_the_reservation_back(board: Blackboard) -> None:
     await board.init_run({"name": "t"}, [])
     budget = Budget(board.r, board.run_id, max_usd=None, max_tokens=1000)
-    r = await budget.reserve(0.0, 900)
-    await budget.release(r)
-    await budget.reserve(0.0, 900)  # fits again
+    await budget.reserve("a", 0.0, 900)
+    await budget.release("a")
+    await budget.reserve("b", 0.0, 900)  # fits again
+
+
+async def test_a_dead_holder_does_not_block_the_budget(board: Blackboard) -> None:
+    """An agent killed with a request in flight never settles; its restart (or the
+    coordinator, when it is gone for good) clears the reservation, and reserving again
+    under the same name replaces it."""
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=1.0, max_tokens=None)
+    await budget.reserve("a", 0.9, 10)  # then the process dies
+    await budget.reserve("a", 0.9, 10)  # the restarted agent: its old entry is replaced
+    await budget.release("a")  # the coordinator, on the agent's death
+    await board.record_turn("b", "t", [], usage={"usd": 0.95})
+    with pytest.raises(BudgetExhausted):  # decided at once: nothing is in flight
+        await asyncio.wait_for(budget.reserve("b", 0.1, 10), 2)
