@@ -325,6 +325,17 @@ class AgentLoop:
             messages.append(resp.message)
             chars += len(resp.message.model_dump_json())
             calls = resp.message.tool_calls
+            nudge = self._nudge(resp)
+            if nudge is not None:  # a reply cut off, or empty: never a result, never run
+                await self.board.record_turn(
+                    name,
+                    task.id,
+                    [nudge.model_dump()],
+                    events=[("reply_refused", {"stop_reason": resp.stop_reason or ""})],
+                )
+                messages.append(nudge)
+                chars += len(nudge.model_dump_json())
+                continue
             if not calls:
                 await self._finish(task.id, resp.message.text)
                 return
@@ -354,6 +365,34 @@ class AgentLoop:
             if self.handle.failed_reason is not None:
                 await self.board.fail(task.id, name, self.handle.failed_reason)
                 return
+
+    def _nudge(self, resp: ModelResponse) -> Message | None:
+        """The reply to send instead of acting on a turn that hit the output limit (its
+        tool calls may be cut short) or said nothing at all."""
+        calls = resp.message.tool_calls
+        limit = self.swarm.max_output_tokens
+        if resp.stop_reason == "max_tokens":
+            if calls:
+                text = (
+                    f"Your reply hit the output limit ({limit} tokens) before this call was "
+                    "complete, so it was not run. Split the work into smaller steps."
+                )
+                return Message(
+                    role="user",
+                    content=[
+                        ToolResult(tool_call_id=c.id, content=text, is_error=True) for c in calls
+                    ],
+                )
+            return Message.user_text(
+                f"Your reply was cut off at the output limit ({limit} tokens). Finish with a "
+                "shorter summary of what you did."
+            )
+        if not calls and not resp.message.text.strip():
+            return Message.user_text(
+                "Your reply was empty. Reply with a short summary of what you did (no tool "
+                "calls) to complete the task, or call task_fail with the reason."
+            )
+        return None
 
     async def _request(self, messages: list[Message], est_tokens: int) -> ModelResponse:
         """One attempt: wait for the credential's shared rate limit, then call the model."""

@@ -27,7 +27,12 @@ from anthropic.lib._tracing import messages_create_request_attributes
 from anthropic.lib.streaming import AsyncMessageStreamManager
 from anthropic.types import RawMessageStreamEvent
 
-from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
+from swarm.providers.base import (
+    TRANSPORT_ERRORS,
+    ProviderError,
+    classify_status,
+    retry_after_from_headers,
+)
 from swarm.providers.convert import (
     ToolsCache,
     TranscriptCache,
@@ -199,6 +204,18 @@ class AnthropicProvider:
             raise ProviderError(
                 f"anthropic: stream error: {exc}", retryable=True, provider=self.name
             ) from None
+        except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
+            raise ProviderError(
+                f"anthropic: connection lost during the response: {type(exc).__name__}",
+                retryable=True,
+                provider=self.name,
+            ) from None
+        if final.stop_reason is None:  # the stream ended without message_delta / stop
+            raise ProviderError(
+                "anthropic: the response stream ended before the turn was complete",
+                retryable=True,
+                provider=self.name,
+            )
         return from_anthropic(final)
 
     def request_body(

@@ -44,6 +44,23 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures the SDKs let through unwrapped (e.g. a connection dropped in
+    the middle of a stream): httpx's, and httpx2's, which the current SDKs use."""
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.TransportError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 

@@ -17,7 +17,12 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from swarm.providers.base import ProviderError, classify_status, retry_after_from_headers
+from swarm.providers.base import (
+    TRANSPORT_ERRORS,
+    ProviderError,
+    classify_status,
+    retry_after_from_headers,
+)
 from swarm.providers.convert import (
     ChatAccumulator,
     ChatTranscriptCache,
@@ -105,6 +110,12 @@ class OpenAIProvider:
                     add_chunk(acc, chunk)
         except openai.APIError as exc:
             raise provider_error(self.name, exc) from None
+        except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
+            raise ProviderError(
+                f"{self.name}: connection lost during the response: {type(exc).__name__}",
+                retryable=True,
+                provider=self.name,
+            ) from None
         if not acc.complete:
             raise ProviderError(
                 f"{self.name}: the response stream ended before the turn was complete",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ async def run(
     conversations: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
     before: Any = None,
+    head: str = HEAD,
 ) -> StubServer:
-    (tmp_path / "swarm.yaml").write_text(HEAD)
+    (tmp_path / "swarm.yaml").write_text(head)
     repo = tmp_path / "repo"
     repo.mkdir(exist_ok=True)
     loaded = load_config(tmp_path / "swarm.yaml")
@@ -230,3 +232,49 @@ async def test_an_internal_error_costs_the_task_not_the_agent(board, tmp_path, m
     }
     assert "agent_error" in [e.type for e in await board.events()]
     assert (await board.r.hget(board.k.agent("dev"), "status")) == "done"
+
+
+async def test_cut_off_and_empty_replies_are_not_acted_on(board, tmp_path, monkeypatch) -> None:
+    from swarm.agent import AgentLoop
+    from swarm.providers.types import ModelResponse, Usage
+
+    cut_call = Message(
+        role="assistant",
+        content=[
+            ToolCall(id="toolu_1", name="write", input={"file_path": "half.txt", "content": "par"})
+        ],
+    )
+    replies = list(
+        [
+            ModelResponse(message=cut_call, usage=Usage(), stop_reason="max_tokens"),
+            ModelResponse(
+                message=Message(role="assistant", content=[TextBlock(text="I have")]),
+                usage=Usage(),
+                stop_reason="max_tokens",
+            ),
+            ModelResponse(
+                message=Message(role="assistant", content=[]), usage=Usage(), stop_reason="end_turn"
+            ),
+            ModelResponse(
+                message=Message(role="assistant", content=[TextBlock(text="all done")]),
+                usage=Usage(),
+                stop_reason="end_turn",
+            ),
+        ]
+    )
+
+    async def scripted(self: AgentLoop, *args: Any) -> ModelResponse:
+        if replies:
+            return replies.pop(0)
+        done = Message(role="assistant", content=[TextBlock(text="b done")])
+        return ModelResponse(message=done, usage=Usage(), stop_reason="end_turn")
+
+    monkeypatch.setattr(AgentLoop, "_request", scripted)
+    head = HEAD.replace("max_turns: 3", "max_turns: 6")
+    await run(board, tmp_path, [{"turns": [{"text": "unused"}]}], monkeypatch, head=head)
+    assert (await board.task("a")).result == "all done"  # type: ignore[union-attr]
+    assert not (tmp_path / "repo" / "half.txt").exists()  # the cut-off call never ran
+    texts = [json.dumps(m) for m in await board.session("a")]
+    assert "hit the output limit (8192 tokens) before this call was complete" in texts[2]
+    assert "cut off at the output limit" in texts[4]
+    assert "Your reply was empty" in texts[6]
