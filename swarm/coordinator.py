@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.limits import RateLimiter, credential_id
-from swarm.config import AgentInstance, LoadedConfig, ProviderConfig, split_model
+from swarm.config import PROVIDERS, AgentInstance, LoadedConfig, ProviderConfig, split_model
 from swarm.providers.registry import make_provider, settings_for
+from swarm.secrets import register_secret_names
 from swarm.tools.base import Tool, ToolContext
 from swarm.topology import neighbours
 
@@ -83,6 +84,9 @@ def build_loop(
 
     provider_name, _ = split_model(spec.agent.model)
     settings = settings_for(provider_name, spec.providers)
+    register_secret_names(
+        {settings_for(p, spec.providers).api_key_env for p in PROVIDERS}
+    )  # before the loop reads the values it must redact
     provider = make_provider(settings)
     limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
     limiter = RateLimiter(

@@ -15,8 +15,17 @@ REDACTED = "[redacted]"
 MIN_SECRET_LEN = 8  # shorter values are too likely to occur by chance
 
 
+_EXTRA_NAMES: set[str] = set()
+
+
+def register_secret_names(names: list[str] | set[str]) -> None:
+    """Variables that hold credentials under names the pattern does not catch (a config's
+    `api_key_env: AZURE_OPENAI_KEY`): treated as secrets from now on, in this process."""
+    _EXTRA_NAMES.update(names)
+
+
 def is_secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(name))
+    return name in _EXTRA_NAMES or bool(SECRET_NAME.search(name))
 
 
 def scrubbed_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -88,6 +88,7 @@ class Blackboard:
         self._create = self.r.register_script(lua.CREATE)
         self._unlock = self.r.register_script(lua.LOCK_RELEASE)
         self._release = self.r.register_script(lua.RELEASE)
+        self._stop_if_running = self.r.register_script(lua.STOP_IF_RUNNING)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -119,22 +120,27 @@ class Blackboard:
     async def meta(self) -> dict[str, str]:
         return await self.r.hgetall(self.k.meta)
 
-    async def resume_run(self) -> None:
+    async def resume_run(self, lease_ms: int = 120_000) -> None:
         """Mark a stopped run as running again; tasks left claimed are re-attached by
         their agents (or requeued when their lease expires)."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.meta, mapping={"state": "running", "reason": ""})
         pipe.hdel(self.k.meta, "finished")
         pipe.delete(self.k.budget)  # reservations of requests that never settled
+        # Tasks left claimed get a fresh lease, so their agents re-attach to them when
+        # they start instead of the expired lease costing an attempt (or failing the task).
+        now_s, now_us = await self.r.time()
+        fresh = now_s * 1000 + now_us // 1000 + lease_ms
+        for t in await self.tasks():
+            if t.status == "claimed":
+                pipe.hset(self.k.task(t.id), "lease_until", fresh)
         await pipe.execute()
         await self.emit("run_resumed")
 
     async def request_stop(self, reason: str) -> bool:
-        """Ask a running run to stop: agents give their tasks back and exit."""
-        if (await self.r.hget(self.k.meta, "state")) != "running":
-            return False
-        await self.set_state("interrupted", reason)
-        return True
+        """Ask a running run to stop: agents give their tasks back and exit. Atomic: a run
+        that finished meanwhile keeps its final state."""
+        return bool(await self._stop_if_running(args=[self.k.prefix, reason]))
 
     async def set_state(self, state: str, reason: str = "") -> None:
         await self.r.hset(

@@ -279,3 +279,14 @@ emit('task_released', ARGV[2], ARGV[3], cjson.encode({reason = ARGV[4]}))
 return 1
 """
 )
+
+# ARGV: prefix, reason -> 1 if the run was running and is now 'interrupted'
+STOP_IF_RUNNING = (
+    COMMON
+    + r"""
+if redis.call('HGET', p .. ':meta', 'state') ~= 'running' then return 0 end
+redis.call('HSET', p .. ':meta', 'state', 'interrupted', 'reason', ARGV[2], 'finished', now_ms())
+emit('run_finished', '', '', cjson.encode({state = 'interrupted', reason = ARGV[2]}))
+return 1
+"""
+)

@@ -192,3 +192,21 @@ async def test_whole_dollar_usage_after_fractions(board: Blackboard) -> None:
     await board.record_turn("x", "a", [], usage={"usd": 0.5, "input_tokens": 3})
     await board.record_turn("x", "a", [], usage={"usd": 1.0, "input_tokens": 4})
     assert await board.usage() == {"usd": 1.5, "input_tokens": 7.0}
+
+
+async def test_resume_gives_claimed_tasks_a_fresh_lease(board: Blackboard) -> None:
+    await board.init_run({"name": "t"}, [])
+    await add(board, "a", max_attempts=1)
+    await board.claim("x", "dev", 50)
+    assert await board.request_stop("ctrl-c")
+    await asyncio.sleep(0.1)  # the lease expires while the run is stopped
+    await board.resume_run()
+    assert await board.requeue_expired() == 0  # no attempt lost, nothing failed
+    assert await board.claim("x", "dev", 10_000) == ("a", "resumed", 1)
+
+
+async def test_stop_never_overwrites_a_final_state(board: Blackboard) -> None:
+    await board.init_run({"name": "t"}, [])
+    await board.set_state("completed")
+    assert not await board.request_stop("late")
+    assert (await board.meta())["state"] == "completed"

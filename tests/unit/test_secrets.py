@@ -46,3 +46,16 @@ async def test_bash_does_not_see_credentials(
     out = await Bash()({"command": "env"}, local_context(tmp_path))
     assert "Exit code: 0" in out.text
     assert "sk-ant-should-not-leak" not in out.text and "ANTHROPIC_API_KEY" not in out.text
+
+
+async def test_configured_key_variables_are_secrets_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swarm.secrets import register_secret_names
+
+    monkeypatch.setenv("AZURE_OPENAI_KEYCHAIN", "azure-secret-value-42")
+    assert not is_secret_name("AZURE_OPENAI_KEYCHAIN")  # the pattern does not catch it
+    register_secret_names({"AZURE_OPENAI_KEYCHAIN"})  # a config's api_key_env
+    assert "azure-secret-value-42" in secret_values()
+    out = await Bash()({"command": "env"}, local_context(tmp_path))
+    assert "azure-secret-value-42" not in out.text
