@@ -35,10 +35,31 @@ class YamlSource:
             raise ConfigError(path, line, None, f"invalid YAML: {exc.problem or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(path, None, None, f"invalid YAML: {exc}") from None
+        self._expanded = 0
         if node is not None:
-            self._walk(node, ())
+            self._walk(node, (), ())
 
-    def _walk(self, node: yaml.Node, loc: Loc) -> None:
+    MAX_NODES = 100_000  # a config is small; anchors that expand past this are a bomb
+
+    def _walk(self, node: yaml.Node, loc: Loc, parents: tuple[int, ...]) -> None:
+        """Record the line of every value; refuse recursive aliases and alias bombs
+        (either would otherwise hang or crash validation later)."""
+        if id(node) in parents:
+            raise ConfigError(
+                self.path,
+                node.start_mark.line + 1,
+                self.field(loc) or None,
+                "recursive YAML alias (an anchor used inside itself)",
+            )
+        self._expanded += 1
+        if self._expanded > self.MAX_NODES:
+            raise ConfigError(
+                self.path,
+                node.start_mark.line + 1,
+                self.field(loc) or None,
+                f"YAML aliases expand to more than {self.MAX_NODES} values",
+            )
+        parents = parents + (id(node),)
         self.lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
@@ -52,11 +73,11 @@ class YamlSource:
                         "duplicate key",
                     )
                 seen.add(key)
-                self._walk(value_node, loc + (key,))
+                self._walk(value_node, loc + (key,), parents)
                 self.lines[loc + (key,)] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._walk(item, loc + (i,))
+                self._walk(item, loc + (i,), parents)
 
     def line(self, loc: Loc) -> int | None:
         """Line of the value at `loc`, or of its nearest ancestor that exists."""

@@ -175,6 +175,24 @@ BAD: list[tuple[str, str, int, str | None, str]] = [
     ),
     ("empty phases", GOOD.split("phases:")[0] + "phases: []\n", 7, "phases", "at least 1"),
     ("not a mapping", "- just\n- a list\n", 1, None, "must be a YAML mapping"),
+    (
+        "recursive alias",
+        GOOD.replace("goal: test", "goal: test\nextra: &r [1, *r]"),
+        3,
+        "extra[1]",
+        "recursive YAML alias",
+    ),
+    (
+        "alias bomb",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n"
+            for i in range(5)
+        ),
+        1,
+        "e[7][8][8][8][9]",
+        "expand to more than 100000 values",
+    ),
 ]
 
 
