@@ -293,10 +293,14 @@ class AgentLoop:
             turns += 1
             u = resp.usage
             usd = cost_usd(self.agent.model, u, self.swarm.pricing)
+            # The lease may have lapsed during the request (a stalled process, a Redis
+            # blip) and the task passed to another agent: then this turn is not ours to
+            # store or act on. (Its usage was still spent; it is recorded below.)
+            still_ours = await self.board.heartbeat(task.id, name, self.swarm.lease_ms)
             await self.board.record_turn(
                 name,
                 task.id,
-                [resp.message.model_dump()],
+                [resp.message.model_dump()] if still_ours else [],
                 usage={
                     "input_tokens": u.input_tokens,
                     "output_tokens": u.output_tokens,
@@ -322,6 +326,8 @@ class AgentLoop:
                     )
                 ],
             )
+            if not still_ours:
+                raise LeaseLost(task.id)
             messages.append(resp.message)
             chars += len(resp.message.model_dump_json())
             calls = resp.message.tool_calls
@@ -359,6 +365,8 @@ class AgentLoop:
                     )
                 )
             reply = Message(role="user", content=list(results))
+            if not await self.board.heartbeat(task.id, name, self.swarm.lease_ms):
+                raise LeaseLost(task.id)  # the results belong to a session now held by another
             await self.board.record_turn(name, task.id, [reply.model_dump()], events=events)
             messages.append(reply)
             chars += len(reply.model_dump_json())

@@ -278,3 +278,34 @@ async def test_cut_off_and_empty_replies_are_not_acted_on(board, tmp_path, monke
     assert "hit the output limit (8192 tokens) before this call was complete" in texts[2]
     assert "cut off at the output limit" in texts[4]
     assert "Your reply was empty" in texts[6]
+
+
+async def test_a_lost_lease_stops_the_turn(board, tmp_path, monkeypatch) -> None:
+    """The task passes to another holder while the model answers: the answer is neither
+    stored in the session nor acted on."""
+
+    async def steal_then_finish() -> None:
+        while await board.r.llen(board.k.session("a")) < 1:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # the request is in flight (it takes 1.5 s)
+        await board.r.hset(board.k.task("a"), mapping={"assignee": "intruder"})
+        await asyncio.sleep(2.0)
+        assert await board.complete("a", "intruder", "done elsewhere")
+
+    async def before() -> None:
+        asyncio.get_running_loop().create_task(steal_then_finish())
+
+    await run(
+        board,
+        tmp_path,
+        [
+            {"task": "a", "turns": [{"delay_s": 1.5, **bash("echo ran > ran.txt")}]},
+            {"task": "b", "turns": [{"text": "done"}]},
+        ],
+        monkeypatch,
+        before=before,
+    )
+    assert await statuses(board) == {"a": ("completed", ""), "b": ("completed", "")}
+    assert not (tmp_path / "repo" / "ran.txt").exists()
+    assert [m["role"] for m in await board.session("a")] == ["user"]
+    assert "lease_lost" in [e.type for e in await board.events() if e.task == "a"]
