@@ -4,13 +4,17 @@ supervises leases, deaths, budget and wall time, and decides how the run ends.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
@@ -18,9 +22,11 @@ from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.limits import RateLimiter, credential_id
 from swarm.config import PROVIDERS, AgentInstance, LoadedConfig, ProviderConfig, split_model
-from swarm.providers.registry import make_provider, settings_for
+from swarm.errors import BadInput
+from swarm.providers.registry import DEFAULT_BASE_URL_ENV, make_provider, settings_for
 from swarm.secrets import register_secret_names
 from swarm.tools.base import Tool, ToolContext
+from swarm.tools.bash import KILL_GRACE_S
 from swarm.topology import neighbours
 
 log = logging.getLogger("swarm.coordinator")
@@ -194,6 +200,8 @@ def start_ray() -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto", "local"):
+        _check_ray_address(str(address))
     kwargs: dict[str, Any] = dict(
         include_dashboard=False,
         logging_level=logging.ERROR,
@@ -202,7 +210,33 @@ def start_ray() -> None:
     )
     if address is None:
         kwargs.update(num_cpus=max(os.cpu_count() or 2, 2), object_store_memory=80 * 1024**2)
-    ray.init(address=address, **kwargs)
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:
+        where = f"join Ray at RAY_ADDRESS={address}" if address else "start a local Ray"
+        raise BadInput(f"could not {where}: {exc}") from None
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail fast with a clear message instead of ray.init waiting on an address where
+    nothing listens."""
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise BadInput(f"RAY_ADDRESS: expected host:port (or ray://host:port), got {address!r}")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise BadInput(f"RAY_ADDRESS: nothing answers at {host}:{port} ({exc})") from None
+
+
+def actor_env(spec: AgentSpec) -> dict[str, str]:
+    """The variables an agent's provider needs, for actors on other machines of a joined
+    cluster (their processes do not inherit this one's environment)."""
+    provider, _ = split_model(spec.agent.model)
+    settings = settings_for(provider, spec.providers)
+    names = [settings.api_key_env, DEFAULT_BASE_URL_ENV[provider]]
+    return {n: os.environ[n] for n in names if n in os.environ}
 
 
 class Coordinator:
@@ -218,23 +252,41 @@ class Coordinator:
         self.max_wall_s = max_wall_s
         self.max_restarts = max_restarts
         self.actors: dict[str, Any] = {}
+        self.refs: dict[str, Any] = {}  # each actor's run() call, to cancel it on stop
 
     def spawn(self) -> None:
         import ray
 
         start_ray()
         remote_cls = ray.remote(AgentActor)
+        joined = bool(os.environ.get("RAY_ADDRESS"))
         for spec in self.specs:
-            self.actors[spec.agent.name] = remote_cls.options(  # type: ignore[attr-defined]
+            options: dict[str, Any] = dict(
                 name=f"swarm-{spec.run_id}-{spec.agent.name}",
                 num_cpus=0,
                 max_restarts=self.max_restarts,
                 max_task_retries=self.max_restarts,
-            ).remote(spec.model_dump_json())
+            )
+            if joined:
+                options["runtime_env"] = {"env_vars": actor_env(spec)}
+            self.actors[spec.agent.name] = remote_cls.options(**options).remote(  # type: ignore[attr-defined]
+                spec.model_dump_json()
+            )
 
     async def supervise(self) -> str:
         """Run until every task is completed or failed. Returns the run's final state."""
-        self.spawn()
+        try:
+            self.spawn()
+        except Exception as exc:
+            await self.board.set_state("failed", f"could not start the agents: {exc}")
+            await self._stop({})
+            raise
+        # SIGTERM (a cancelled CI job, `kill`) stops the run like Ctrl-C. Installed after
+        # Ray starts, since ray.init puts its own (aborting) handler in place.
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        if me is not None:
+            loop.add_signal_handler(signal.SIGTERM, me.cancel)
         started = time.monotonic()
         runs = {
             name: asyncio.ensure_future(self._await_actor(name, a))
@@ -267,6 +319,8 @@ class Coordinator:
                     "interrupted": "interrupted; swarm resume RUN continues",
                 }.get(state, "")
                 await self.board.set_state(state, reason)
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGTERM)
             await self._stop(runs)
         return state
 
@@ -288,8 +342,10 @@ class Coordinator:
         return failed
 
     async def _await_actor(self, name: str, actor: Any) -> None:
+        ref = actor.run.remote()
+        self.refs[name] = ref
         try:
-            await actor.run.remote()
+            await ref
         except Exception as exc:  # restarts exhausted, or the loop raised
             await self.board.update_agent(
                 name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
@@ -297,16 +353,29 @@ class Coordinator:
             await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
 
     async def _stop(self, runs: Mapping[str, asyncio.Future[None]]) -> None:
+        """End every agent: cancel its loop first (so a running tool kills its process
+        group and nothing outlives the run), then kill the actors."""
         import ray
 
-        done, pending = await asyncio.wait(list(runs.values()), timeout=5)
-        for fut in pending:
-            fut.cancel()
+        # agents leave on their own once the run is over (within a wake-up): give them a
+        # moment, then cancel the ones still busy (a long command, a slow model call)
+        if runs:
+            await asyncio.wait(list(runs.values()), timeout=3)
+        busy = [name for name, fut in runs.items() if not fut.done()]
+        for name in busy:
+            with contextlib.suppress(Exception):
+                ray.cancel(self.refs[name])
+        if busy:
+            _, pending = await asyncio.wait([runs[n] for n in busy], timeout=KILL_GRACE_S + 3)
+            for fut in pending:
+                fut.cancel()
         for actor in self.actors.values():
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
+        for name in busy:
+            await self.board.update_agent(
+                name, event="agent_status", data={"status": "stopped"}, status="stopped"
+            )
 
 
 def exit_code_for(state: str) -> int:

@@ -103,7 +103,10 @@ async def _supervise(
         state = "interrupted"  # the coordinator stored it
     finally:
         stop.set()
-        await asyncio.wait_for(view, timeout=10)
+        try:
+            await asyncio.wait_for(view, timeout=10)
+        except Exception as exc:  # the view failing must not hide how the run ended
+            print(f"warning: the dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     if mode != "json":
         await print_summary(board, repo)
     return LaunchResult(board.run_id, state, exit_code_for(state), repo)

@@ -99,3 +99,19 @@ def test_tool_command_edits_a_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "a.py").read_bytes() == b"x = 1\r\ny = 3\r\n"  # CRLF kept
     assert "-y = 2" in proc.stdout and "+y = 3" in proc.stdout
+
+
+def test_unreachable_ray_address_is_bad_input(tmp_path: Path, project_root: Path) -> None:
+    proc = swarm(
+        "launch",
+        str(project_root / "configs" / "demo.yaml"),
+        "--repo",
+        str(tmp_path),
+        "--no-dashboard",
+        cwd=tmp_path,
+        env={"RAY_ADDRESS": "127.0.0.1:1", "ANTHROPIC_API_KEY": "k"},
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "RAY_ADDRESS: nothing answers at 127.0.0.1:1" in proc.stderr
+    status = swarm("status", "--json", cwd=tmp_path)
+    assert '"state": "failed"' in status.stdout  # the run says why it never started
