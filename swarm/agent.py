@@ -258,6 +258,10 @@ class AgentLoop:
         if last.role == "assistant" and not last.tool_calls:  # finished before a crash
             await self._finish(task.id, last.text)
             return
+        gave_up = _last_task_fail(messages)
+        if gave_up is not None:  # called task_fail, then the process died
+            await self.board.fail(task.id, name, gave_up)
+            return
         max_turns = task.max_turns or self.swarm.max_turns
         # The budget and the rate limiter need the request's size before it is sent:
         # about 4 characters a token; the real usage settles the reservation afterwards.
@@ -439,6 +443,17 @@ class AgentLoop:
     async def _finish(self, task_id: str, text: str) -> None:
         if not await self.board.complete(task_id, self.agent.name, text.strip() or "(done)"):
             await self.board.emit("complete_refused", task=task_id, agent=self.agent.name)
+
+
+def _last_task_fail(messages: list[Message]) -> str | None:
+    """The reason of a task_fail call in the latest assistant turn, if it made one."""
+    for msg in reversed(messages):
+        if msg.role == "assistant":
+            for call in msg.tool_calls:
+                if call.name == "task_fail":
+                    return str(call.input.get("reason", "")) or "gave up"
+            return None
+    return None
 
 
 def _summary(tool: str, args: dict[str, Any]) -> str:

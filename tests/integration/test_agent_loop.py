@@ -309,3 +309,34 @@ async def test_a_lost_lease_stops_the_turn(board, tmp_path, monkeypatch) -> None
     assert not (tmp_path / "repo" / "ran.txt").exists()
     assert [m["role"] for m in await board.session("a")] == ["user"]
     assert "lease_lost" in [e.type for e in await board.events() if e.task == "a"]
+
+
+async def test_task_fail_survives_a_crash(board, tmp_path, monkeypatch) -> None:
+    async def crashed_after_giving_up() -> None:
+        call = Message(
+            role="assistant",
+            content=[
+                ToolCall(
+                    id="toolu_000000000000000000000009",
+                    name="task_fail",
+                    input={"reason": "no such API"},
+                )
+            ],
+        )
+        await board.record_turn(
+            "dev", "a", [Message.user_text("Task a: A\n").model_dump(), call.model_dump()]
+        )
+        await board.claim("dev", "developer", 30_000)
+
+    stub = await run(
+        board,
+        tmp_path,
+        [{"turns": [{"text": "unused"}]}],
+        monkeypatch,
+        before=crashed_after_giving_up,
+    )
+    assert await statuses(board) == {
+        "a": ("failed", "no such API"),
+        "b": ("failed", "dependency a failed"),
+    }
+    assert len(stub.requests) == 0
