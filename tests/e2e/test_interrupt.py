@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle
 from swarm.llmstub import StubScript, StubServer
+from tests.e2e.swarmrun import start_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -62,31 +61,7 @@ def test_sigterm_stops_the_run_and_its_commands(tmp_path: Path, redis_handle: Re
     )
     run_id = f"int-{os.getpid()}-{int(time.time())}"
     with StubServer(script) as stub:
-        env = {
-            **os.environ,
-            "ANTHROPIC_BASE_URL": stub.base_url,
-            "ANTHROPIC_API_KEY": "k",
-            "REDIS_URL": redis_handle.url,
-        }
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarm.cli",
-                "launch",
-                "swarm.yaml",
-                "--repo",
-                "repo",
-                "--run-id",
-                run_id,
-                "--no-dashboard",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = start_swarm(tmp_path, stub, redis_handle.url, run_id)
         deadline = time.monotonic() + 120
         while not sleepers() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -7,8 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle
 from swarm.llmstub import StubScript, StubServer
+from tests.e2e.swarmrun import start_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -62,31 +61,7 @@ def test_sigkill_agent_mid_task(tmp_path: Path, redis_handle: RedisHandle) -> No
     shutil.copytree(Path(__file__).parents[2] / "agents", tmp_path / "agents")
     run_id = f"kill-{os.getpid()}-{int(time.time())}"
     with StubServer(StubScript.model_validate(SCRIPT)) as stub:
-        env = {
-            **os.environ,
-            "ANTHROPIC_BASE_URL": stub.base_url,
-            "ANTHROPIC_API_KEY": "k",
-            "REDIS_URL": redis_handle.url,
-        }
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarm.cli",
-                "launch",
-                "swarm.yaml",
-                "--repo",
-                str(repo),
-                "--run-id",
-                run_id,
-                "--no-dashboard",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = start_swarm(tmp_path, stub, redis_handle.url, run_id, repo)
         try:
             killed_pid = asyncio.run(_kill_when_in_turn_2(stub, redis_handle.url, run_id))
             out, _ = proc.communicate(timeout=180)

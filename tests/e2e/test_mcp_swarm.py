@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from swarm.blackboard.connection import RedisHandle
 from swarm.llmstub import StubScript, StubServer
 from tests.e2e.mcprepo import make_repo, server_pids
+from tests.e2e.swarmrun import start_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -77,31 +76,8 @@ def test_agent_uses_mcp_tools_and_survives_a_dying_server(
     pid_file = tmp_path / "calc.pid"
     run_id = f"mcp-{os.getpid()}-{int(time.time())}"
     with StubServer(StubScript.model_validate(SCRIPT)) as stub:
-        env = {
-            **os.environ,
-            "ANTHROPIC_BASE_URL": stub.base_url,
-            "ANTHROPIC_API_KEY": "k",
-            "REDIS_URL": redis_handle.url,
-            "TEST_MCP_PID_FILE": str(pid_file),
-        }
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarm.cli",
-                "launch",
-                "swarm.yaml",
-                "--repo",
-                str(repo),
-                "--run-id",
-                run_id,
-                "--no-dashboard",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        proc = start_swarm(
+            tmp_path, stub, redis_handle.url, run_id, repo, {"TEST_MCP_PID_FILE": str(pid_file)}
         )
         try:
             deadline = time.monotonic() + 120
