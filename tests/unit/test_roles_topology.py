@@ -83,3 +83,16 @@ def test_bad_cards(tmp_path: Path, text: str, line: int, words: str) -> None:
         parse_role_card(card)
     assert info.value.line == line, str(info.value)
     assert words in str(info.value)
+
+
+def test_topology_preset_file(tmp_path: Path) -> None:
+    from swarm.config import load_config
+    from swarm.paths import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "configs" / "mesh10.yaml").read_text()
+    cfg = tmp_path / "mesh10.yaml"
+    cfg.write_text(text.replace("topology: mesh", "topology: mesh10-teams"))
+    loaded = load_config(cfg)
+    assert loaded.topology_kind == "custom"
+    assert len(loaded.topology_edges) == 15
+    assert ("tool-developer-1", "tool-developer-2") in loaded.topology_edges
