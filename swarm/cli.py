@@ -63,14 +63,21 @@ def ci(
     repo: RepoOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id")] = None,
     json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="write a JUnit XML report of the tasks here")
+    ] = None,
 ) -> None:
-    """Run a swarm headless (plain log lines), for CI jobs."""
+    """Run a swarm headless (plain log lines), for CI jobs. Appends a summary to
+    $GITHUB_STEP_SUMMARY when it is set."""
     from swarm.launch import launch as do_launch
 
     try:
         result = do_launch(config, repo, run_id, json_events, True)
     except SwarmError as exc:
         _fail(exc)
+    from swarm.report import write_ci_outputs
+
+    write_ci_outputs(result.run_id, junit)  # problems go to stderr; the exit code is the run's
     raise typer.Exit(result.exit_code)
 
 
@@ -214,6 +221,33 @@ def status(
             f"{a.usd:.4f}",
         )
     console.print(agents)
+
+
+@app.command()
+def report(
+    run: Annotated[str | None, typer.Argument(help="run id (default: the latest)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md | json | junit")] = "md",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to this file, not stdout")
+    ] = None,
+) -> None:
+    """A run's progress report (Markdown), JSON, or JUnit XML: stored and measured values only."""
+    from swarm.report import FORMATS, load, render
+
+    if fmt not in FORMATS:
+        _fail(BadInput(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}"))
+    try:
+        snap, times = asyncio.run(_with_board(run, load))
+    except SwarmError as exc:
+        _fail(exc)
+    text = render(snap, fmt, times)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(BadInput(f"--output: cannot write {output}: {exc.strerror or exc}"))
 
 
 @app.command()
