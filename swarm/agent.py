@@ -136,7 +136,7 @@ class AgentLoop:
         self._last_status: tuple[Any, ...] | None = None
 
     async def _tool_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "doom_loop":
+        if kind in ("doom_loop", "permission_denied"):  # worth a line on the dashboard
             await self.board.emit(kind, task=self._task_id, agent=self.agent.name, data=data)
 
     async def set_status(self, status: str, task: str = "", **extra: Any) -> None:

