@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.blackboard.board import Blackboard, TaskView
+from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
 from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter
 from swarm.config import AgentInstance
 from swarm.providers.base import Provider, ProviderError
@@ -172,7 +172,7 @@ class AgentLoop:
                 continue
             await self.board.requeue_expired()
             tasks = await self.board.tasks()
-            if all(t.status in ("completed", "failed") for t in tasks):
+            if all(t.status in TERMINAL for t in tasks):
                 break
             waiting = self._waiting_for(tasks)
             if waiting:

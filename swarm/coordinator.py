@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
-from swarm.blackboard.board import Blackboard
+from swarm.blackboard.board import TERMINAL, Blackboard
 from swarm.blackboard.limits import RateLimiter, credential_id
 from swarm.config import PROVIDERS, AgentInstance, LoadedConfig, ProviderConfig, split_model
 from swarm.errors import BadInput
@@ -303,7 +303,7 @@ class Coordinator:
                     state, recorded = meta_state, True
                     break
                 tasks = await self.board.tasks()
-                if all(t.status in ("completed", "failed") for t in tasks):
+                if all(t.status in TERMINAL for t in tasks):
                     state = "failed" if any(t.status == "failed" for t in tasks) else "completed"
                     break
                 if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
@@ -329,7 +329,7 @@ class Coordinator:
         agent of their role, has died): otherwise the run would wait for them forever."""
         failed = False
         for t in tasks:
-            if t.status in ("completed", "failed"):
+            if t.status in TERMINAL:
                 continue
             takers = (
                 [t.agent]

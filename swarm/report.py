@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swarm.blackboard.board import Blackboard
+from swarm.blackboard.board import TERMINAL, Blackboard
 from swarm.coordinator import exit_code_for
 from swarm.status import AgentRow, PhaseRow, Snapshot, TaskRow, snapshot
 
@@ -53,8 +53,6 @@ AGENT_ICON = {
     "dead": "❌",
     "stopped": "⏹️",
 }
-TERMINAL = ("completed", "failed")
-
 
 # ---- figures derived from the snapshot ------------------------------------------------
 

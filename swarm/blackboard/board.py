@@ -192,9 +192,6 @@ class Blackboard:
     async def requeue_expired(self) -> int:
         return int(await self._requeue(args=[self.k.prefix]))
 
-    async def all_terminal(self) -> bool:
-        return all(t.status in TERMINAL for t in await self.tasks())
-
     # -- events ------------------------------------------------------------------------
     async def emit(
         self, kind: str, task: str = "", agent: str = "", data: dict[str, Any] | None = None

@@ -19,9 +19,6 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
 
-    def dependents(self, task_id: str) -> str:
-        return f"{self.prefix}:dependents:{task_id}"
-
     def agent(self, name: str) -> str:
         return f"{self.prefix}:agent:{name}"
 
