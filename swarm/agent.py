@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from swarm.providers.types import Message, ModelResponse, ToolResult, ToolSpec, 
 from swarm.secrets import redact, secret_values
 from swarm.tools.base import Tool, ToolContext
 from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
+from swarm.workspace.tasks import TaskWorkspaces
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SwarmInfo:
     max_usd: float | None = None
     max_tokens: int | None = None
     lease_ms: int = 30_000
+    workspace: str = "shared"  # or "worktree": a git worktree per task
     max_output_tokens: int = 8192
     # USD per 1M tokens (input, output, cache read, cache write) overriding pricing.py
     pricing: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
@@ -75,8 +78,15 @@ def system_prompt(agent: AgentInstance, swarm: SwarmInfo) -> str:
         f"Agent: {agent.name} (role: {agent.role})\n"
         f"Swarm: {swarm.name}. Goal: {swarm.goal}\n"
         f"Agents you can message: {peers}.\n\n"
-        "You share one repository with the other agents; file paths are relative to its root. "
-        "Work on the task you are given with your tools. When the task is done, reply with a "
+        + (
+            "You work in a git worktree of the repository of your own for each task; file "
+            "paths are relative to its root. When you finish, your changes are committed and "
+            "merged for you (do not commit or switch branches yourself). "
+            if swarm.workspace == "worktree"
+            else "You share one repository with the other agents; file paths are relative to "
+            "its root. "
+        )
+        + "Work on the task you are given with your tools. When the task is done, reply with a "
         "short summary of what you did and no tool calls: that reply is the task's result. "
         "If you cannot do the task, call task_fail with the reason."
     )
@@ -105,6 +115,8 @@ class AgentLoop:
         retry: RetryPolicy | None = None,
         permissions: Any = None,
         limiter: RateLimiter | None = None,
+        workspaces: TaskWorkspaces | None = None,
+        hub: Any = None,
     ):
         self.board = board
         self.agent = agent
@@ -113,6 +125,8 @@ class AgentLoop:
         self.model = agent.model.split("/", 1)[1]
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
+        self.workspaces = workspaces  # worktree runs: a git worktree per task
+        self.hub = hub  # the agent's MCP servers, re-rooted in each task's worktree
         self.budget = Budget(board.r, board.run_id, swarm.max_usd, swarm.max_tokens)
         self.handle = SwarmHandle(
             board=board,
@@ -241,8 +255,22 @@ class AgentLoop:
                     worker.cancel()
                 return False
 
+    async def _guard(self, task_id: str) -> None:
+        """Before touching the task's worktree: the lease must still be ours."""
+        if not await self.board.heartbeat(task_id, self.agent.name, self.swarm.lease_ms):
+            raise LeaseLost(task_id)
+
+    async def _enter_workspace(self, task: TaskView) -> None:
+        if self.workspaces is None:
+            return
+        await self._guard(task.id)
+        self.ctx.workspace = await self.workspaces.enter(task)
+        if self.hub is not None:
+            await self.hub.reroot(self.ctx.workspace)
+
     async def _converse(self, task: TaskView) -> None:
         name = self.agent.name
+        await self._enter_workspace(task)
         stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
         if not stored:
             deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
@@ -254,9 +282,21 @@ class AgentLoop:
         messages = repair(stored)
         if len(messages) != len(stored) or messages != stored:
             await self.board.emit("transcript_repaired", task=task.id, agent=name)
+        if task.rework and self.workspaces is not None:  # the merge queue sent it back
+            await self._guard(task.id)
+            note = Message.user_text(await self.workspaces.take_up_rework(task))
+            kind = json.loads(task.rework).get("kind", "")
+            await self.board.record_turn(
+                name,
+                task.id,
+                [note.model_dump()],
+                events=[("rework_started", {"kind": kind})],
+                clear_task_fields=("rework",),
+            )
+            messages.append(note)
         last = messages[-1]
         if last.role == "assistant" and not last.tool_calls:  # finished before a crash
-            await self._finish(task.id, last.text)
+            await self._finish(task, last.text)
             return
         gave_up = _last_task_fail(messages)
         if gave_up is not None:  # called task_fail, then the process died
@@ -347,7 +387,7 @@ class AgentLoop:
                 chars += len(nudge.model_dump_json())
                 continue
             if not calls:
-                await self._finish(task.id, resp.message.text)
+                await self._finish(task, resp.message.text)
                 return
             results: list[ToolResult] = []
             events: list[tuple[str, dict[str, Any]]] = []
@@ -440,9 +480,20 @@ class AgentLoop:
             },
         )
 
-    async def _finish(self, task_id: str, text: str) -> None:
-        if not await self.board.complete(task_id, self.agent.name, text.strip() or "(done)"):
-            await self.board.emit("complete_refused", task=task_id, agent=self.agent.name)
+    async def _finish(self, task: TaskView, text: str) -> None:
+        """The model is done: complete the task (in a worktree run, once its committed
+        work is merged; a task that changed nothing completes at once)."""
+        result = text.strip() or "(done)"
+        if self.workspaces is not None:
+            await self._guard(task.id)
+            outcome, _ = await self.workspaces.finish(task, self.agent.name, result)
+            if outcome == "queued":
+                return
+            if outcome == "lost":
+                await self.board.emit("complete_refused", task=task.id, agent=self.agent.name)
+                return
+        if not await self.board.complete(task.id, self.agent.name, result):
+            await self.board.emit("complete_refused", task=task.id, agent=self.agent.name)
 
 
 def _last_task_fail(messages: list[Message]) -> str | None:

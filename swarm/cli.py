@@ -35,6 +35,13 @@ ConfigArg = Annotated[Path, typer.Argument(help="swarm config (YAML)")]
 RepoOpt = Annotated[
     Path | None, typer.Option("--repo", help="target repository (overrides config)")
 ]
+IncludeDirtyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-dirty",
+        help="a git repository with uncommitted changes: make them the run's first commit",
+    ),
+]
 
 
 @app.command()
@@ -46,12 +53,24 @@ def launch(
         bool, typer.Option("--no-dashboard", help="plain lines, no live view")
     ] = False,
     json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="merge the run's branch into yours if it succeeds")
+    ] = False,
+    include_dirty: IncludeDirtyOpt = False,
 ) -> None:
     """Run a swarm on a repository with a live dashboard."""
     from swarm.launch import launch as do_launch
 
     try:
-        result = do_launch(config, repo, run_id, json_events, no_dashboard)
+        result = do_launch(
+            config,
+            repo,
+            run_id,
+            json_events,
+            no_dashboard,
+            include_dirty=include_dirty,
+            apply=apply,
+        )
     except SwarmError as exc:
         _fail(exc)
     raise typer.Exit(result.exit_code)
@@ -66,13 +85,14 @@ def ci(
     junit: Annotated[
         Path | None, typer.Option("--junit", help="write a JUnit XML report of the tasks here")
     ] = None,
+    include_dirty: IncludeDirtyOpt = False,
 ) -> None:
     """Run a swarm headless (plain log lines), for CI jobs. Appends a summary to
     $GITHUB_STEP_SUMMARY when it is set."""
     from swarm.launch import launch as do_launch
 
     try:
-        result = do_launch(config, repo, run_id, json_events, True)
+        result = do_launch(config, repo, run_id, json_events, True, include_dirty=include_dirty)
     except SwarmError as exc:
         _fail(exc)
     from swarm.report import write_ci_outputs
@@ -135,6 +155,92 @@ def stop(run: Annotated[str, typer.Argument(help="run id")]) -> None:
     except SwarmError as exc:
         _fail(exc)
     print(f"{run}: {'stopping' if stopped else 'not running'}")
+
+
+async def _workspace_of(board: Any) -> Any:
+    from swarm.plan import load_plan
+
+    return (await load_plan(board)).workspace
+
+
+@app.command()
+def diff(
+    run: Annotated[str | None, typer.Argument(help="run id (default: the latest)")] = None,
+) -> None:
+    """Print a worktree run's change as one patch (its base commit to its branch)."""
+    from swarm.results import run_patch
+
+    try:
+        settings = asyncio.run(_with_board(run, _workspace_of))
+        sys.stdout.write(run_patch(settings))
+    except SwarmError as exc:
+        _fail(exc)
+
+
+@app.command()
+def apply(
+    run: Annotated[str | None, typer.Argument(help="run id (default: the latest)")] = None,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="the checkout to merge into (default: the run's)")
+    ] = None,
+) -> None:
+    """Merge a run's branch into your current branch; refuses (exit 2, nothing changed) on
+    a dirty tree or a conflict."""
+    from swarm.results import apply_run
+
+    try:
+        settings = asyncio.run(_with_board(run, _workspace_of))
+        if settings.mode != "worktree":
+            raise BadInput("RUN: this run worked in place (workspace: shared); nothing to apply")
+        target = (repo or Path(settings.repo)).resolve()
+        if not target.is_dir():
+            raise BadInput(f"--repo: {target} is not a directory")
+        print(apply_run(target, settings.run_branch))
+    except SwarmError as exc:
+        _fail(exc)
+
+
+@app.command()
+def clean(
+    run: Annotated[str | None, typer.Argument(help="run id (default: every finished run)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="also drop task branches with unmerged commits")
+    ] = False,
+) -> None:
+    """Remove finished runs' worktrees and task branches (never an unmerged commit without
+    --force); prints what it removed and the disk space freed."""
+    from swarm.blackboard.board import Blackboard
+    from swarm.plan import load_plan
+    from swarm.results import clean_run
+
+    async def one(board: Any) -> list[str]:
+        meta = await board.meta()
+        if meta.get("state") == "running":
+            raise BadInput(f"RUN: run {board.run_id!r} is running; stop it before cleaning")
+        settings = (await load_plan(board)).workspace
+        if settings.mode != "worktree":
+            return [f"{board.run_id}: worked in place (workspace: shared); nothing to clean"]
+        return clean_run(settings, board.run_id, force).lines(board.run_id)
+
+    async def every(board: Any) -> list[str]:
+        lines: list[str] = []
+        for run_id in await board.r.zrange(RUNS_KEY, 0, -1):
+            other = Blackboard(board.url, run_id)
+            try:
+                meta = await other.meta()
+                if meta.get("workspace") == "worktree" and meta.get("state") != "running":
+                    lines += await one(other)
+            finally:
+                await other.close()
+        return lines or ["no finished worktree runs to clean"]
+
+    from swarm.blackboard.keys import RUNS as RUNS_KEY
+
+    try:
+        lines = asyncio.run(_with_board(run, one if run else every))
+    except SwarmError as exc:
+        _fail(exc)
+    print("\n".join(lines))
 
 
 @app.command()

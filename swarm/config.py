@@ -76,6 +76,15 @@ class TaskSpec(Strict):
     needs: list[str] = Field(default_factory=list)
     max_turns: int | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    paths: list[str] = Field(default_factory=list)  # globs it will change (worktree runs)
+
+
+class MergeConfig(Strict):
+    """The merge queue of a worktree run."""
+
+    gate: str | None = Field(default=None, min_length=1)  # a shell command, e.g. make test
+    gate_timeout_s: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)  # merge rounds (conflict, gate) per task
 
 
 class Phase(Strict):
@@ -98,7 +107,10 @@ class SwarmConfig(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
     pricing: dict[str, Price] = Field(default_factory=dict)  # "provider/model" -> price
-    workspace: Literal["shared"] = "shared"
+    # worktree: a git worktree per task and a merge queue (the default in a git
+    # repository); shared: every agent edits the repository in place (the default elsewhere)
+    workspace: Literal["worktree", "shared"] | None = None
+    merge: MergeConfig = Field(default_factory=MergeConfig)
     lease_s: float = Field(default=30.0, gt=0)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     agents: list[AgentSpec] = Field(min_length=1)

@@ -1,4 +1,5 @@
-"""`swarm launch` / `swarm ci` / `swarm demo`: from a config file to a finished run."""
+"""`swarm launch` / `swarm ci` / `swarm resume` / `swarm demo`: from a config file (or a
+stored run) to a finished run."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from pathlib import Path
 
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import open_redis, state_dir
-from swarm.config import LoadedConfig, load_config, split_model
-from swarm.coordinator import Coordinator, agent_specs, exit_code_for, prepare_run
+from swarm.config import load_config
+from swarm.coordinator import Coordinator, exit_code_for
 from swarm.dashboard import follow
 from swarm.errors import BadInput
-from swarm.providers.registry import settings_for
+from swarm.hosting import agent_specs
+from swarm.plan import RunPlan, load_plan, make_plan, save_plan, start_workspace, store_plan
 from swarm.status import snapshot
-from swarm.tools.repo_tools import check_repo_tools
 
 
 @dataclass
@@ -28,37 +29,11 @@ class LaunchResult:
     state: str
     exit_code: int
     repo: Path
+    branch: str = ""
 
 
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def resolve_repo(loaded: LoadedConfig, repo: Path | None) -> Path:
-    path = repo if repo is not None else (loaded.path.parent / loaded.config.repo)
-    path = path.resolve()
-    if not path.is_dir():
-        where = "--repo" if repo is not None else f"{loaded.path}: repo"
-        raise BadInput(f"{where}: {path} is not a directory")
-    return path
-
-
-def check_credentials(loaded: LoadedConfig) -> None:
-    missing: dict[str, list[str]] = {}
-    providers = {k: v.model_dump() for k, v in loaded.config.providers.items()}
-    for agent in loaded.agents:
-        provider, _ = split_model(agent.model)
-        s = settings_for(provider, providers)
-        if s.key_required and not s.has_key:
-            missing.setdefault(s.api_key_env, []).append(agent.name)
-    if missing:
-        lines = [f"  {env} (needed by {', '.join(names)})" for env, names in missing.items()]
-        raise BadInput(
-            f"{loaded.path}: no credentials for the configured models. Set:\n"
-            + "\n".join(lines)
-            + "\n(and the provider's base URL if it is not the public API). "
-            "To see a swarm work offline without keys, run `make demo` (or `swarm demo`)."
-        )
 
 
 def display_mode(json_events: bool, no_dashboard: bool) -> str:
@@ -70,31 +45,38 @@ def display_mode(json_events: bool, no_dashboard: bool) -> str:
 
 
 async def _launch(
-    loaded: LoadedConfig, repo: Path, run_id: str, mode: str, workdir: Path
+    plan: RunPlan, mode: str, workdir: Path, include_dirty: bool, apply: bool = False
 ) -> LaunchResult:
     handle = open_redis(state_dir(workdir))
-    board = Blackboard(handle.url, run_id)
+    board = Blackboard(handle.url, plan.run_id)
     try:
         if await board.exists():
-            raise BadInput(f"--run-id: run {run_id!r} already exists; pick another id")
-        await prepare_run(board, loaded, repo)
-        return await _supervise(board, handle.url, loaded, repo, mode, workdir)
+            raise BadInput(f"--run-id: run {plan.run_id!r} already exists; pick another id")
+        start_workspace(plan, include_dirty)
+        await store_plan(board, plan)
+        result = await _supervise(board, handle.url, plan, mode, workdir)
     finally:
         await board.close()
         handle.close()
+    if apply and result.exit_code == 0 and result.branch:
+        from swarm.results import apply_run
+
+        print(apply_run(plan.repo, plan.workspace.run_branch))
+    return result
 
 
 async def _supervise(
-    board: Blackboard,
-    redis_url: str,
-    loaded: LoadedConfig,
-    repo: Path,
-    mode: str,
-    workdir: Path,
+    board: Blackboard, redis_url: str, plan: RunPlan, mode: str, workdir: Path
 ) -> LaunchResult:
     run_dir = state_dir(workdir) / "runs" / board.run_id
-    specs = agent_specs(loaded, redis_url, board.run_id, repo, run_dir)
-    coordinator = Coordinator(board, specs, loaded.config.budget.max_wall_s)
+    cfg = plan.loaded.config
+    coordinator = Coordinator(
+        board,
+        agent_specs(plan, redis_url, run_dir),
+        cfg.budget.max_wall_s,
+        workspace=plan.workspace,
+        lease_ms=int(cfg.lease_s * 1000),
+    )
     stop = asyncio.Event()
     view = asyncio.create_task(follow(board, mode, stop))
     try:
@@ -108,8 +90,10 @@ async def _supervise(
         except Exception as exc:  # the view failing must not hide how the run ended
             print(f"warning: the dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     if mode != "json":
-        await print_summary(board, repo)
-    return LaunchResult(board.run_id, state, exit_code_for(state), repo)
+        await print_summary(board, plan)
+    return LaunchResult(
+        board.run_id, state, exit_code_for(state), plan.repo, plan.workspace.run_branch
+    )
 
 
 async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float]) -> LaunchResult:
@@ -126,15 +110,15 @@ async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float
                 f"RUN: run {run_id!r} is running (its coordinator is alive or was killed "
                 "without a trace); stop it first with `swarm stop`"
             )
-        loaded = LoadedConfig.model_validate_json(meta["loaded"])
+        plan = await load_plan(board)
         if budget:
-            loaded.config.budget = loaded.config.budget.model_copy(update=budget)
-            await board.r.hset(board.k.meta, "loaded", loaded.model_dump_json())
-        repo = Path(meta["repo"])
-        if not repo.is_dir():
-            raise BadInput(f"RUN: the run's repository {repo} no longer exists")
+            cfg = plan.loaded.config
+            cfg.budget = cfg.budget.model_copy(update=budget)
+            await save_plan(board, plan)
+        if not plan.repo.is_dir():
+            raise BadInput(f"RUN: the run's repository {plan.repo} no longer exists")
         await board.resume_run()
-        return await _supervise(board, handle.url, loaded, repo, mode, workdir)
+        return await _supervise(board, handle.url, plan, mode, workdir)
     finally:
         await board.close()
         handle.close()
@@ -151,7 +135,7 @@ def resume(
     return asyncio.run(_resume(run_id, mode, workdir or Path.cwd(), budget))
 
 
-async def print_summary(board: Blackboard, repo: Path) -> None:
+async def print_summary(board: Blackboard, plan: RunPlan) -> None:
     snap = await snapshot(board)
     done = sum(t.status == "completed" for t in snap.tasks)
     failed = [t for t in snap.tasks if t.status == "failed"]
@@ -164,7 +148,12 @@ async def print_summary(board: Blackboard, repo: Path) -> None:
         f"  usage: {u.input_tokens:,} input + {u.output_tokens:,} output tokens, "
         f"{u.turns} model turns, ${u.usd:.4f}"
     )
-    print(f"  repository: {repo}")
+    print(f"  repository: {plan.repo}")
+    ws = plan.workspace
+    if ws.mode == "worktree":
+        merged = sum(1 for t in snap.tasks if t.merge_commit)
+        print(f"  branch: {ws.run_branch} ({merged} merged task(s); your checkout is unchanged)")
+        print(f"  review: swarm diff {snap.run_id}    bring it in: swarm apply {snap.run_id}")
     print(f"  details: swarm status {snap.run_id}")
 
 
@@ -175,18 +164,20 @@ def launch(
     json_events: bool,
     no_dashboard: bool,
     workdir: Path | None = None,
+    include_dirty: bool = False,
+    apply: bool = False,
 ) -> LaunchResult:
+    workdir = workdir or Path.cwd()
     loaded = load_config(config)
-    repo_path = resolve_repo(loaded, repo)
-    check_repo_tools(repo_path, [a.tools for a in loaded.agents])
-    check_credentials(loaded)
     rid = run_id or new_run_id(loaded.config.name)
+    plan = make_plan(config, repo, rid, state_dir(workdir), include_dirty, loaded)
     mode = display_mode(json_events, no_dashboard)
-    return asyncio.run(_launch(loaded, repo_path, rid, mode, workdir or Path.cwd()))
+    return asyncio.run(_launch(plan, mode, workdir, include_dirty, apply))
 
 
 def demo(workdir: Path, json_events: bool = False, no_dashboard: bool = False) -> LaunchResult:
-    """The offline demo: a fresh copy of examples/calc, the scripted LLM server, 4 agents."""
+    """The offline demo: a git copy of examples/calc, the scripted LLM server, 4 agents
+    working in worktrees; their merged work is applied to the copy at the end."""
     from swarm.llmstub import StubServer, load_script
     from swarm.paths import PROJECT_ROOT
 
@@ -196,15 +187,33 @@ def demo(workdir: Path, json_events: bool = False, no_dashboard: bool = False) -
     run_id = new_run_id(loaded.config.name)
     run_dir = state_dir(workdir) / "demo" / run_id
     repo = run_dir / "calc"
-    shutil.copytree(resolve_repo(loaded, None), repo)
-    print(f"demo: working on a fresh copy of examples/calc at {repo}")
+    shutil.copytree(PROJECT_ROOT / "examples" / "calc", repo)
+    _git_init(repo)
+    print(f"demo: working on a fresh git copy of examples/calc at {repo}")
     with StubServer(load_script(script), record_path=run_dir / "stub-requests.jsonl") as stub:
         print(
             f"demo: scripted LLM server at {stub.base_url} (requests: {run_dir / 'stub-requests.jsonl'})"
         )
         os.environ["ANTHROPIC_BASE_URL"] = stub.base_url
         os.environ["ANTHROPIC_API_KEY"] = "stub-key-not-secret"
+        plan = make_plan(config, repo, run_id, state_dir(workdir), loaded=loaded)
         mode = display_mode(json_events, no_dashboard)
-        result = asyncio.run(_launch(loaded, repo, run_id, mode, workdir))
+        result = asyncio.run(_launch(plan, mode, workdir, include_dirty=False))
+    if result.exit_code == 0 and result.branch:
+        from swarm.results import apply_run
+
+        print(
+            f"demo: the agents' work is on branch {result.branch}; see it with `swarm diff {run_id}`"
+        )
+        print("demo: " + apply_run(repo, result.branch))
     print(f"demo: the fixed repository is {repo} (run `python3 -m unittest` there)")
     return result
+
+
+def _git_init(repo: Path) -> None:
+    from swarm.workspace.git import Git
+
+    git = Git(repo)
+    git.run("init", "--quiet", "--initial-branch=main")
+    git.run("add", "-A")
+    git.run("commit", "--quiet", "-m", "examples/calc as shipped")

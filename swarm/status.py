@@ -26,6 +26,12 @@ class TaskRow(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     usd: float = 0.0
+    # worktree runs (from git, stored when the merge queue merged the task)
+    merge_commit: str = ""
+    merge_attempts: int = 0
+    files: list[str] = []
+    added: int = 0
+    removed: int = 0
 
 
 class AgentRow(BaseModel):
@@ -83,6 +89,11 @@ class Snapshot(BaseModel):
     agents: list[AgentRow]
     phases: list[PhaseRow]
     usage: UsageRow
+    workspace: str = "shared"
+    branch: str = ""  # the run's branch (worktree runs)
+    base_commit: str = ""
+    merge_queue: list[str] = []
+    worktrees_bytes: int = 0  # disk used by the run's worktrees now
 
 
 def _usage(raw: dict[str, float]) -> UsageRow:
@@ -135,7 +146,13 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 failed=sum(t.status == "failed" for t in mine),
             )
         )
+    workspace = meta.get("workspace") or "shared"
     return Snapshot(
+        workspace=workspace,
+        branch=meta.get("branch", ""),
+        base_commit=meta.get("base_commit", ""),
+        merge_queue=await board.merge_queue() if workspace == "worktree" else [],
+        worktrees_bytes=_worktrees_bytes(meta) if workspace == "worktree" else 0,
         run_id=board.run_id,
         name=meta.get("name", ""),
         state=meta.get("state", "unknown"),
@@ -160,6 +177,11 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 usd=round(u.usd, 6),
+                merge_commit=t.merge_commit,
+                merge_attempts=t.merge_attempts,
+                files=t.files,
+                added=t.added,
+                removed=t.removed,
             )
             for t, u in zip(tasks, task_usage, strict=True)
         ],
@@ -167,3 +189,15 @@ async def snapshot(board: Blackboard) -> Snapshot:
         phases=phases,
         usage=_usage(await board.usage()),
     )
+
+
+def _worktrees_bytes(meta: dict[str, str]) -> int:
+    from swarm.plan import RunPlan
+    from swarm.workspace.worktrees import RunWorktrees
+
+    try:
+        plan = RunPlan.model_validate_json(meta["plan"])
+    except (KeyError, ValueError):
+        return 0
+    wt = RunWorktrees(plan.workspace, plan.run_id)
+    return wt.disk_bytes() if wt.root.is_dir() else 0

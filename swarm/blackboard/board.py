@@ -37,12 +37,31 @@ class TaskView(BaseModel):
     error: str = ""
     created_by: str = ""
     lease_until: int = 0
+    # worktree runs: where the task's branch started, its committed work, the merge
+    paths: list[str] = []  # declared paths (globs) it will change
+    base: str = ""
+    commit: str = ""
+    merge_commit: str = ""
+    merge_attempts: int = 0
+    rework: str = ""  # JSON: why the merge queue sent it back (until its agent takes it up)
+    files: list[str] = []
+    added: int = 0
+    removed: int = 0
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> TaskView:
         data: dict[str, Any] = dict(h)
-        data["needs"] = json.loads(h.get("needs") or "[]")
-        for f in ("attempts", "max_attempts", "max_turns", "lease_until"):
+        for f in ("needs", "paths", "files"):
+            data[f] = json.loads(h.get(f) or "[]")
+        for f in (
+            "attempts",
+            "max_attempts",
+            "max_turns",
+            "lease_until",
+            "merge_attempts",
+            "added",
+            "removed",
+        ):
             data[f] = int(float(h.get(f) or 0))
         return cls.model_validate(data)
 
@@ -90,6 +109,9 @@ class Blackboard:
         self._unlock = self.r.register_script(lua.LOCK_RELEASE)
         self._release = self.r.register_script(lua.RELEASE)
         self._stop_if_running = self.r.register_script(lua.STOP_IF_RUNNING)
+        self._submit = self.r.register_script(lua.SUBMIT)
+        self._merged = self.r.register_script(lua.MERGED)
+        self._merge_back = self.r.register_script(lua.MERGE_BACK)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -189,6 +211,48 @@ class Blackboard:
         """Give a claimed task back to the queue without counting the attempt."""
         return bool(await self._release(args=[self.k.prefix, task_id, agent, reason]))
 
+    async def submit(self, task_id: str, agent: str, result: str, commit: str) -> bool:
+        """A finished task's committed work enters the merge queue (worktree runs)."""
+        args = [self.k.prefix, task_id, agent, result, result[:500], commit]
+        return bool(await self._submit(args=args))
+
+    async def merged(self, task_id: str, commit: str, stats: dict[str, Any], preview: str) -> bool:
+        args = [self.k.prefix, task_id, commit, json.dumps(stats), preview[:500]]
+        return bool(await self._merged(args=args))
+
+    async def merge_back(
+        self,
+        task_id: str,
+        kind: str,
+        details: dict[str, Any],
+        max_attempts: int,
+        prefer_ms: int,
+        reason: str,
+    ) -> int:
+        """Send a task back to its session (1) or fail it once its merge attempts are
+        used (2); 0 when it is not in the queue."""
+        args: list[str | int] = [
+            self.k.prefix,
+            task_id,
+            kind,
+            json.dumps(details),
+            max_attempts,
+            prefer_ms,
+            reason,
+        ]
+        return int(await self._merge_back(args=args))
+
+    async def merge_queue(self) -> list[str]:
+        return await self.r.lrange(self.k.merge_queue, 0, -1)
+
+    async def set_exclusive(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Tasks whose declared paths overlap: never claimed while the other is worked."""
+        pipe = self.r.pipeline(transaction=True)
+        for a, b in pairs:
+            pipe.sadd(self.k.exclusive(a), b)
+            pipe.sadd(self.k.exclusive(b), a)
+        await pipe.execute()
+
     async def requeue_expired(self) -> int:
         return int(await self._requeue(args=[self.k.prefix]))
 
@@ -268,10 +332,13 @@ class Blackboard:
         agent_fields: dict[str, Any] | None = None,
         events: list[tuple[str, dict[str, Any]]] | None = None,
         settle: Reservation | None = None,
+        clear_task_fields: tuple[str, ...] = (),
     ) -> None:
         """Append messages, usage, agent state and events of one turn in one transaction
         (and release the turn's budget reservation in the same one)."""
         pipe = self.r.pipeline(transaction=True)
+        if clear_task_fields:
+            pipe.hdel(self.k.task(task_id), *clear_task_fields)
         if settle is not None:
             pipe.hdel(self.k.budget, settle.holder)
         if messages:

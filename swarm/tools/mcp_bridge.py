@@ -576,6 +576,18 @@ class McpHub:
         text += "\nIt will be restarted on the next call."
         return ToolOutput.error(text, mcp_server=srv.name, server_exited=True)
 
+    async def reroot(self, repo: Path) -> None:
+        """Work in another directory (a task's worktree): running servers are stopped and
+        start again there on their next call."""
+        repo = Path(repo).resolve()
+        if repo == self.repo:
+            return
+        self.repo = repo
+        servers = list(self._servers.values())
+        await asyncio.gather(*(s.shutdown() for s in servers), return_exceptions=True)
+        for s in servers:
+            s.repo = repo
+
     def pids(self) -> list[int]:
         """Live processes of every server, any start (for tests and diagnostics)."""
         markers = {m for s in self._servers.values() for m in s.markers}

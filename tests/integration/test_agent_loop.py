@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from swarm.blackboard.board import Blackboard
-from swarm.config import load_config
-from swarm.coordinator import agent_specs, prepare_run, run_agent
+from swarm.hosting import agent_specs, run_agent
 from swarm.llmstub import StubScript, StubServer
+from swarm.plan import make_plan, store_plan
 from swarm.providers.types import Message, TextBlock, ToolCall
 
 HEAD = """\
@@ -41,16 +41,16 @@ async def run(
     (tmp_path / "swarm.yaml").write_text(head)
     repo = tmp_path / "repo"
     repo.mkdir(exist_ok=True)
-    loaded = load_config(tmp_path / "swarm.yaml")
     stub = StubServer(StubScript.model_validate({"conversations": conversations}))
     stub.start()
     monkeypatch.setenv("ANTHROPIC_BASE_URL", stub.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     try:
-        await prepare_run(board, loaded, repo)
+        plan = make_plan(tmp_path / "swarm.yaml", repo, board.run_id, tmp_path / ".swarm")
+        await store_plan(board, plan)
         if before is not None:
             await before()
-        specs = agent_specs(loaded, board.url, board.run_id, repo, tmp_path / "run")
+        specs = agent_specs(plan, board.url, tmp_path / "run")
         await asyncio.wait_for(asyncio.gather(*(run_agent(s) for s in specs)), 60)
     finally:
         stub.stop()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from swarm.config import load_config
-from swarm.coordinator import agent_specs
+from swarm.hosting import agent_specs
+from swarm.plan import RunPlan
 from swarm.providers.pricing import DEFAULT_PRICE, cost_usd, price_of
 from swarm.providers.types import Usage
 
@@ -36,7 +37,8 @@ def test_config_override_reaches_the_agents(tmp_path: Path) -> None:
         "phases:\n  - name: one\n    tasks:\n      - {id: t, title: T, agent: a}\n"
     )
     loaded = load_config(tmp_path / "s.yaml")
-    [spec] = agent_specs(loaded, "unix:///x", "r", tmp_path, tmp_path)
+    plan = RunPlan(run_id="r", loaded=loaded, repo=tmp_path, workspace={"repo": str(tmp_path)})
+    [spec] = agent_specs(plan, "unix:///x", tmp_path)
     pricing = spec.swarm["pricing"]
     assert pricing == {"openai/my-finetune": (2.0, 8.0, 0.2, 2.5)}
     assert cost_usd("openai/my-finetune", USAGE, pricing) == pytest.approx(2.0 + 0.8 + 0.4 + 1.0)

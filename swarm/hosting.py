@@ -1,0 +1,202 @@
+"""Hosting agents: the spec an actor is built from, the agent loop it runs, the Ray actor
+that hosts it, and starting (or joining) Ray."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel
+
+from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
+from swarm.blackboard.board import Blackboard
+from swarm.blackboard.limits import RateLimiter, credential_id
+from swarm.config import PROVIDERS, AgentInstance, ProviderConfig, split_model
+from swarm.errors import BadInput
+from swarm.plan import RunPlan
+from swarm.providers.registry import DEFAULT_BASE_URL_ENV, make_provider, settings_for
+from swarm.secrets import register_secret_names
+from swarm.tools.base import Tool, ToolContext
+from swarm.topology import neighbours
+from swarm.workspace.tasks import TaskWorkspaces
+from swarm.workspace.worktrees import WorkspaceSettings
+
+
+class AgentSpec(BaseModel):
+    """Everything an actor needs to build its loop; JSON-serialisable."""
+
+    redis_url: str
+    run_id: str
+    agent: AgentInstance
+    swarm: dict[str, Any]
+    providers: dict[str, dict[str, Any]]
+    workspace: WorkspaceSettings
+    output_dir: str
+
+
+def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]:
+    loaded = plan.loaded
+    cfg = loaded.config
+    g = loaded.graph
+    roles = sorted({a.role for a in loaded.agents})
+    names = [a.name for a in loaded.agents]
+    out = []
+    for a in loaded.agents:
+        info = SwarmInfo(
+            name=cfg.name,
+            goal=cfg.goal,
+            neighbours=neighbours(g, a.name),
+            roles=roles,
+            agents=names,
+            max_turns=cfg.budget.max_turns,
+            max_usd=cfg.budget.max_usd,
+            max_tokens=cfg.budget.max_tokens,
+            lease_ms=int(cfg.lease_s * 1000),
+            workspace=plan.workspace.mode,
+            pricing={model: price.as_tuple() for model, price in cfg.pricing.items()},
+        )
+        out.append(
+            AgentSpec(
+                redis_url=redis_url,
+                run_id=plan.run_id,
+                agent=a,
+                swarm=info.__dict__,
+                providers={k: v.model_dump() for k, v in cfg.providers.items()},
+                workspace=plan.workspace,
+                output_dir=str(run_dir / "outputs" / a.name),
+            )
+        )
+    return out
+
+
+def build_loop(
+    spec: AgentSpec, board: Blackboard, repo_tools: dict[str, Tool] | None = None, hub: Any = None
+) -> AgentLoop:
+    """The agent's loop; ``repo_tools``: its command and MCP tools (``load_repo_tools``)."""
+    from swarm.tools.builtin import BUILTIN_TOOLS
+    from swarm.tools.sandbox import PermissionRules
+
+    provider_name, _ = split_model(spec.agent.model)
+    settings = settings_for(provider_name, spec.providers)
+    register_secret_names(
+        {settings_for(p, spec.providers).api_key_env for p in PROVIDERS}
+    )  # before the loop reads the values it must redact
+    provider = make_provider(settings)
+    limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
+    limiter = RateLimiter(
+        board.r,
+        credential_id(provider_name, os.environ.get(settings.api_key_env, ""), settings.base_url),
+        limits.requests_per_minute,
+        limits.tokens_per_minute,
+        limits.rate_window_s,
+    )
+    tools: dict[str, Tool] = {n: BUILTIN_TOOLS[n] for n in spec.agent.tools if n in BUILTIN_TOOLS}
+    tools.update(repo_tools or {})
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ToolContext(
+        workspace=Path(spec.workspace.repo),  # a worktree run moves it to each task's worktree
+        agent=spec.agent.name,
+        state=BoardState(board, spec.agent.name),
+        locks=BoardLocks(board),
+        output_dir=out_dir,
+    )
+    rules = PermissionRules.model_validate(spec.agent.permissions or {})
+    return AgentLoop(
+        board,
+        spec.agent,
+        SwarmInfo(**spec.swarm),
+        provider,
+        tools,
+        ctx,
+        permissions=rules,
+        limiter=limiter,
+        workspaces=(
+            TaskWorkspaces(board, spec.workspace) if spec.workspace.mode == "worktree" else None
+        ),
+        hub=hub,
+    )
+
+
+async def run_agent(spec: AgentSpec) -> str:
+    """Host one agent's loop until the run has nothing left for it."""
+    from swarm.tools.repo_tools import load_repo_tools
+
+    board = Blackboard(spec.redis_url, spec.run_id)
+    hub = None
+    try:
+        repo_tools, hub = await load_repo_tools(
+            Path(spec.workspace.repo), spec.agent.role, spec.agent.tools
+        )
+        loop = build_loop(spec, board, repo_tools, hub)
+        try:
+            await loop.run()
+        finally:
+            await loop.provider.aclose()
+    finally:
+        if hub is not None:
+            await hub.aclose()  # no MCP server outlives the loop
+        await board.close()
+    return "done"
+
+
+class AgentActor:
+    """The Ray actor that hosts one agent loop (restarted by Ray if its process dies)."""
+
+    def __init__(self, spec_json: str):
+        self.spec = AgentSpec.model_validate_json(spec_json)
+
+    async def run(self) -> str:
+        return await run_agent(self.spec)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def start_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto", "local"):
+        _check_ray_address(str(address))
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        configure_logging=True,
+    )
+    if address is None:
+        kwargs.update(num_cpus=max(os.cpu_count() or 2, 2), object_store_memory=80 * 1024**2)
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:
+        where = f"join Ray at RAY_ADDRESS={address}" if address else "start a local Ray"
+        raise BadInput(f"could not {where}: {exc}") from None
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail fast with a clear message instead of ray.init waiting on an address where
+    nothing listens."""
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise BadInput(f"RAY_ADDRESS: expected host:port (or ray://host:port), got {address!r}")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise BadInput(f"RAY_ADDRESS: nothing answers at {host}:{port} ({exc})") from None
+
+
+def actor_env(spec: AgentSpec) -> dict[str, str]:
+    """The variables an agent's provider needs, for actors on other machines of a joined
+    cluster (their processes do not inherit this one's environment)."""
+    provider, _ = split_model(spec.agent.model)
+    settings = settings_for(provider, spec.providers)
+    names = [settings.api_key_env, DEFAULT_BASE_URL_ENV[provider]]
+    return {n: os.environ[n] for n in names if n in os.environ}
