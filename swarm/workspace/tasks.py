@@ -42,7 +42,8 @@ class TaskWorkspaces:
         changed something enters the merge queue. Returns what happened and the commit."""
         head = await asyncio.to_thread(self.wt.commit_task, task.id, agent, task.title, result)
         base = task.base or (await asyncio.to_thread(self.wt.ensure_task, task.id))[1]
-        if head == base:
+        if head == base:  # nothing to merge, nothing to lose: the worktree goes now
+            await asyncio.to_thread(self.wt.remove_task, task.id, True)
             return "unchanged", head
         ok = await self.board.submit(task.id, agent, result, head)
         return ("queued" if ok else "lost"), head
