@@ -330,3 +330,63 @@ def test_dirty_tree_is_refused_and_clean_keeps_unmerged_work(
     assert f"removed branch swarm/{run_id}-tasks/change" in forced.stdout
     assert not git(repo, "branch", "--list", f"swarm/{run_id}-tasks/*").strip()
     assert not wt.exists()
+
+
+def many_config(agents: int, tasks: int) -> str:
+    lines = [
+        "name: wt-many",
+        "goal: many agents, many files",
+        "model: anthropic/claude-sonnet-5-5",
+        "lease_s: 30",
+        "agents:",
+        f"  - {{name: dev, role: developer, count: {agents}}}",
+        "phases:",
+        "  - name: one",
+        "    tasks:",
+    ]
+    lines += [
+        f"      - {{id: t{i}, title: File {i}, role: developer, paths: [out/f{i}.txt]}}"
+        for i in range(tasks)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_ten_agents_twenty_tasks_merge_one_at_a_time(
+    tmp_path: Path, redis_handle: RedisHandle
+) -> None:
+    make_repo(tmp_path, {"README": "many\n"})
+    script = {
+        "conversations": [
+            {
+                "task": f"t{i}",
+                "turns": [
+                    call("write", file_path=f"out/f{i}.txt", content=f"file {i}\n"),
+                    {"text": f"wrote f{i}"},
+                ],
+            }
+            for i in range(20)
+        ]
+    }
+    run_id = new_run_id("wtm")
+    proc, _ = launch(tmp_path, redis_handle, many_config(10, 20), script, run_id)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    repo = tmp_path / "repo"
+    branch = f"swarm/{run_id}"
+    files = git(repo, "ls-tree", "-r", "--name-only", branch).split()
+    assert sorted(files) == sorted(["README"] + [f"out/f{i}.txt" for i in range(20)])
+    events = asyncio.run(_events(redis_handle.url, run_id))
+    merged = [e.task for e in events if e.type == "merged"]
+    assert sorted(merged) == sorted(f"t{i}" for i in range(20))  # each exactly once
+    # one merge at a time: every merge ends before the next one starts
+    spans: list[tuple[int, int]] = []
+    open_at: dict[str, int] = {}
+    for e in events:
+        if e.type == "merge_started":
+            open_at[e.task] = e.ts
+        elif e.type in ("merged", "merge_conflict", "gate_failed") and e.task in open_at:
+            spans.append((open_at.pop(e.task), e.ts))
+    assert len(spans) == 20
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end
+    assert not (tmp_path / ".swarm" / "worktrees" / run_id).exists()
+    assert git(repo, "branch", "--list", f"swarm/{run_id}-tasks/*") == ""
