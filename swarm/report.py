@@ -168,7 +168,12 @@ def _task_line(t: TaskRow, status: dict[str, str]) -> str:
     title = one_line(t.title, 200) or t.id
     if t.status == "completed":
         by = f", {t.assignee}" if t.assignee else ""
-        return f"- [x] {title} (`{t.id}`{by})"
+        merged = (
+            f" — merged `{t.merge_commit[:10]}`: {len(t.files)} file(s), +{t.added} -{t.removed}"
+            if t.merge_commit
+            else ""
+        )
+        return f"- [x] {title} (`{t.id}`{by}){merged}"
     return f"- [ ] {title} (`{t.id}`) — {_task_state(t, status)}"
 
 
@@ -233,6 +238,14 @@ def markdown(snap: Snapshot, task_times: TaskTimes | None = None) -> str:
         out += ["", f"**Reason**: {one_line(snap.reason)}"]
     if snap.repo:
         out += ["", f"**Repository**: `{snap.repo}`"]
+    if snap.branch:
+        kept = [t.id for t in snap.tasks if t.status != "completed"]
+        out += ["", f"**Branch**: `{snap.branch}` (from `{snap.base_commit[:10]}`)"]
+        if kept:
+            out.append(
+                "Unfinished tasks keep their branches: "
+                + ", ".join(f"`{snap.branch}-tasks/{k}`" for k in kept)
+            )
     if snap.created_ms:
         when = f"**Started** {fmt_ts(snap.created_ms)}"
         if snap.finished_ms:

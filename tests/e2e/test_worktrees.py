@@ -180,6 +180,12 @@ def test_conflict_goes_back_to_the_agent_and_nothing_is_lost(
     # no worktree is left after a completed run
     assert not (tmp_path / ".swarm" / "worktrees" / run_id).exists()
 
+    report = swarm_cli(tmp_path, redis_handle.url, "report", run_id)
+    assert report.returncode == 0, report.stderr
+    assert f"**Branch**: `{branch}`" in report.stdout
+    tb_sha = git(repo, "rev-parse", branch).strip()
+    assert f"(`tb`, bob) — merged `{tb_sha[:10]}`: 1 file(s), +1 -1" in report.stdout
+
     # swarm diff shows the change; swarm apply brings it in
     diff = swarm_cli(tmp_path, redis_handle.url, "diff", run_id)
     assert diff.returncode == 0, diff.stderr
