@@ -396,3 +396,31 @@ def test_ten_agents_twenty_tasks_merge_one_at_a_time(
         assert start >= end
     assert not (tmp_path / ".swarm" / "worktrees" / run_id).exists()
     assert git(repo, "branch", "--list", f"swarm/{run_id}-tasks/*") == ""
+
+
+def test_sigkill_mid_task_resumes_in_the_same_worktree(
+    tmp_path: Path, redis_handle: RedisHandle
+) -> None:
+    from tests.e2e.test_kill import CONFIG, SCRIPT, _kill_when_in_turn_2
+
+    repo = make_repo(tmp_path, {"README": "kill\n"})
+    before = user_state(repo)
+    (tmp_path / "swarm.yaml").write_text(CONFIG)
+    shutil.copytree(AGENTS_DIR, tmp_path / "agents")
+    run_id = new_run_id("wtk")
+    with StubServer(StubScript.model_validate(SCRIPT)) as stub:
+        proc = start_swarm(tmp_path, stub, redis_handle.url, run_id, repo)
+        try:
+            asyncio.run(_kill_when_in_turn_2(stub, redis_handle.url, run_id))
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, out[-4000:]
+        turns = [r.turn for r in stub.requests if r.agent == "worker"]
+    assert turns == [0, 1, 2, 2, 3], turns  # continued, not restarted
+    # the effects before the kill were kept in the worktree and merged exactly once
+    assert git(repo, "show", f"swarm/{run_id}:log.txt").split() == ["one", "two", "three"]
+    events = asyncio.run(_events(redis_handle.url, run_id))
+    assert [e.task for e in events if e.type == "merged"] == ["long"]
+    assert user_state(repo) == before
