@@ -303,6 +303,14 @@ def status(
         f"[bold]{snap.name}[/] run {snap.run_id}: [bold]{snap.state}[/] "
         f"{snap.reason}  tokens {u.input_tokens:,}/{u.output_tokens:,}  ${u.usd:.4f}"
     )
+    if snap.branch:
+        from swarm.results import human_bytes
+
+        console.print(
+            f"branch {snap.branch}  merge queue: {', '.join(snap.merge_queue) or 'empty'}  "
+            f"worktrees on disk: {human_bytes(snap.worktrees_bytes)}",
+            highlight=False,
+        )
     tasks = Table("task", "phase", "status", "assignee", "attempts", "turns", "$", box=None)
     for t in snap.tasks:
         tasks.add_row(

@@ -34,7 +34,7 @@ def _matches(literal: str, pattern: str) -> bool:
     """Whether the glob matches the literal path, or a path under it (a directory)."""
     if _literal_prefix(pattern).startswith(literal.rstrip("/") + "/"):
         return True  # the glob lies inside the literal (a directory)
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+    spec = pathspec.PathSpec.from_lines("gitignore", [pattern])
     return bool(spec.match_file(literal) or spec.match_file(literal.rstrip("/") + "/x"))
 
 

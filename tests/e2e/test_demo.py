@@ -35,6 +35,9 @@ def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
     proc = swarm("demo", "--no-dashboard", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tasks: 4/4 completed, 0 failed" in proc.stdout
+    # worktree mode: the work is on the run's branch, merged behind the example's tests
+    assert "demo: the agents' work is on branch swarm/calc-demo-" in proc.stdout
+    assert "see it with `swarm diff calc-demo-" in proc.stdout
 
     status = swarm("status", "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
