@@ -134,8 +134,7 @@ class Coordinator:
         if merger is None or self.workspace is None:
             return
         merger.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await merger
+        await asyncio.wait({merger}, timeout=10)  # bounded: a stop never hangs on the queue
         if state in TERMINAL:
             wt = RunWorktrees(self.workspace, self.board.run_id)
             with contextlib.suppress(Exception):
