@@ -23,14 +23,6 @@ class GateResult:
     tail: str  # the last lines of its output (stdout and stderr together)
     seconds: float
 
-    def describe(self, command: str, timeout_s: float) -> str:
-        how = (
-            f"timed out after {timeout_s:g}s"
-            if self.exit_code is None
-            else f"exited with code {self.exit_code}"
-        )
-        return f"The merge gate `{command}` {how}. Last lines of its output:\n{self.tail}"
-
 
 async def run_gate(command: str, cwd: Path, timeout_s: float) -> GateResult:
     started = time.monotonic()

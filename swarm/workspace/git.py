@@ -3,7 +3,6 @@ hooks off for the swarm's own commits, a clear error when a command fails."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 from dataclasses import dataclass
@@ -88,15 +87,6 @@ class Git:
 
     def out(self, *args: str, env: dict[str, str] | None = None) -> str:
         return self.run(*args, env=env).out.strip()
-
-    async def arun(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
-    ) -> Result:
-        """The same in a worker thread, so the event loop (heartbeats) keeps running."""
-        return await asyncio.to_thread(self.run, *args, check=check, env=env)
-
-    async def aout(self, *args: str, env: dict[str, str] | None = None) -> str:
-        return (await self.arun(*args, env=env)).out.strip()
 
     # -- queries -------------------------------------------------------------------------
     def rev(self, ref: str) -> str | None:
