@@ -39,6 +39,8 @@ class SwarmInfo:
     lease_ms: int = 30_000
     workspace: str = "shared"  # or "worktree": a git worktree per task
     max_output_tokens: int = 8192
+    no_progress_turns: int = 0  # fail a task after this many turns that changed nothing
+    credential_env: str = ""  # the variable holding the agent's provider key (never its value)
     # USD per 1M tokens (input, output, cache read, cache write) overriding pricing.py
     pricing: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
@@ -68,6 +70,10 @@ class BoardLocks:
 
 class LeaseLost(Exception):
     pass
+
+
+AUTH_STATUS = (401, 403)
+OUTAGE_BACKOFF_S = (5.0, 15.0, 30.0, 60.0, 120.0)  # the circuit's pauses, by outage round
 
 
 def system_prompt(agent: AgentInstance, swarm: SwarmInfo) -> str:
@@ -147,7 +153,14 @@ class AgentLoop:
 
         self.runner = ToolRunner(self.tools, ctx, permissions, self._tool_event)
         self._task_id = ""
+        self._token = ""  # the current claim's fencing token
+        self._stored = 0  # messages of the current task's session stored in Redis
         self._last_status: tuple[Any, ...] | None = None
+        self._outage = False  # a request failed after every retry, none has succeeded since
+        self._last_provider_error = ""
+        from swarm.progress import ProgressTracker
+
+        self.progress = ProgressTracker(swarm.no_progress_turns)
 
     async def _tool_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind in ("doom_loop", "permission_denied"):  # worth a line on the dashboard
@@ -182,9 +195,11 @@ class AgentLoop:
                 break
             claim = await self.board.claim(name, role, self.swarm.lease_ms)
             if claim is not None:
-                await self.work(claim[0])
+                self._token = claim.token
+                await self.work(claim.task_id)
                 continue
-            await self.board.requeue_expired()
+            # (expired leases are requeued by the coordinator alone: it knows when Redis
+            # was unreachable, and gives every lease its time back first)
             tasks = await self.board.tasks()
             if all(t.status in TERMINAL for t in tasks):
                 break
@@ -227,38 +242,99 @@ class AgentLoop:
             else:
                 raise
         except ProviderError as exc:
-            await self.board.fail(task_id, self.agent.name, f"provider error: {exc}")
-            await self.board.emit(
-                "provider_error",
-                task=task_id,
-                agent=self.agent.name,
-                data={"error": str(exc), "status": exc.status},
-            )
+            await self._provider_failed(task_id, exc)
         except Exception as exc:  # a bug costs the task, never the agent (or the run)
             reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
             await self.board.emit(
                 "agent_error", task=task_id, agent=self.agent.name, data={"error": reason}
             )
-            await self.board.fail(task_id, self.agent.name, reason)
+            await self.board.fail(task_id, self.agent.name, reason, self._token)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
             self._task_id = ""
 
+    async def _provider_failed(self, task_id: str, exc: ProviderError) -> None:
+        """What a provider error the retry layer gave up on does to the task and the run:
+        a rejected key stops the run once (no task fails, resume continues); an outage
+        hands the task back and pauses every agent on the credential; anything else is
+        the task's own failure."""
+        name = self.agent.name
+        await self.board.emit(
+            "provider_error",
+            task=task_id,
+            agent=name,
+            data={"error": str(exc)[:500], "status": exc.status, "retryable": exc.retryable},
+        )
+        if exc.status in AUTH_STATUS:
+            where = f"in {self.swarm.credential_env}" if self.swarm.credential_env else ""
+            reason = (
+                f"the provider rejected the credential {where} (HTTP {exc.status}); fix it "
+                "and run `swarm resume RUN`"
+            ).replace("  ", " ")
+            await self.board.release(task_id, name, reason, self._token)
+            await self.board.request_stop(reason)
+            return
+        if exc.retryable:
+            await self.board.release(task_id, name, f"provider outage: {exc}"[:300], self._token)
+            self._last_provider_error = redact(str(exc), self._secrets)
+            pause = await self._open_circuit()
+            await self.board.emit("circuit_open", task=task_id, agent=name, data={"pause_s": pause})
+            return
+        await self.board.fail(task_id, name, f"provider error: {exc}", self._token)
+
+    async def _open_circuit(self) -> float:
+        """Pause every agent on this credential (the limiter's shared block), longer on
+        each round of the same outage; mark since when the provider has been failing."""
+        credential = self.limiter.credential if self.limiter is not None else self.agent.model
+        rounds = await self.board.provider_failing(credential, self._last_provider_error)
+        self._outage = True
+        pause = OUTAGE_BACKOFF_S[min(rounds, len(OUTAGE_BACKOFF_S)) - 1]
+        if self.limiter is not None:
+            await self.limiter.block_for(pause)
+        return pause
+
     async def _heartbeat(self, task_id: str, worker: asyncio.Task[Any] | None) -> bool:
-        interval = self.swarm.lease_ms / 3000
+        """Renew the lease every third of it. When it cannot be renewed before the lease's
+        deadline (Redis unreachable, the task passed to another), stop acting on the task:
+        cancelling the worker kills its running command."""
+        lease_s = self.swarm.lease_ms / 1000
+        deadline = asyncio.get_running_loop().time() + lease_s
         while True:
-            await asyncio.sleep(interval)
-            if not await self.board.heartbeat(task_id, self.agent.name, self.swarm.lease_ms):
+            await asyncio.sleep(lease_s / 3)
+            left = deadline - asyncio.get_running_loop().time() - 0.5
+            ok = False
+            with contextlib.suppress(Exception):  # a Redis error, or no answer in time
+                ok = await asyncio.wait_for(
+                    self.board.heartbeat(
+                        task_id, self.agent.name, self.swarm.lease_ms, self._token
+                    ),
+                    timeout=max(left, 0.1),
+                )
+            if not ok:
                 if worker is not None:
                     worker.cancel()
                 return False
+            deadline = asyncio.get_running_loop().time() + lease_s
 
     async def _guard(self, task_id: str) -> None:
         """Before touching the task's worktree: the lease must still be ours."""
-        if not await self.board.heartbeat(task_id, self.agent.name, self.swarm.lease_ms):
+        if not await self.board.heartbeat(
+            task_id, self.agent.name, self.swarm.lease_ms, self._token
+        ):
             raise LeaseLost(task_id)
+
+    async def _store(self, task_id: str, messages: list[Message], **kw: Any) -> None:
+        """Store messages of the current task's session (fenced and exactly once); a
+        session held by another now raises LeaseLost."""
+        dumped = [m.model_dump() for m in messages]
+        res = await self.board.record_turn(
+            self.agent.name, task_id, dumped, token=self._token, expected=self._stored, **kw
+        )
+        if res <= 0:
+            raise LeaseLost(task_id)
+        self._stored += len(dumped)
 
     async def _enter_workspace(self, task: TaskView) -> None:
         if self.workspaces is None:
@@ -268,16 +344,16 @@ class AgentLoop:
         if self.hub is not None:
             await self.hub.reroot(self.ctx.workspace)
 
-    async def _converse(self, task: TaskView) -> None:
+    async def _open_session(self, task: TaskView) -> list[Message]:
+        """The task's conversation so far (started if new), with what came back to it:
+        a merge the queue sent back, or a retry after it failed."""
         name = self.agent.name
-        await self._enter_workspace(task)
         stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
+        self._stored = len(stored)
         if not stored:
             deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
             first = Message.user_text(task_prompt(task, deps))
-            await self.board.record_turn(
-                name, task.id, [first.model_dump()], events=[("session_started", {})]
-            )
+            await self._store(task.id, [first], events=[("session_started", {})])
             stored = [first]
         messages = repair(stored)
         if len(messages) != len(stored) or messages != stored:
@@ -286,102 +362,66 @@ class AgentLoop:
             await self._guard(task.id)
             note = Message.user_text(await self.workspaces.take_up_rework(task))
             kind = json.loads(task.rework).get("kind", "")
-            await self.board.record_turn(
-                name,
+            await self._store(
                 task.id,
-                [note.model_dump()],
+                [note],
                 events=[("rework_started", {"kind": kind})],
                 clear_task_fields=("rework",),
             )
             messages.append(note)
+        if task.retry:  # `swarm resume --retry-failed`: a new attempt, with fresh turns
+            note = Message.user_text(
+                f"This task failed before ({task.retry}) and is being tried again. Continue "
+                "from where you are, and finish it or call task_fail with the reason."
+            )
+            turns = sum(1 for m in messages if m.role == "assistant")
+            await self._store(
+                task.id,
+                [note],
+                events=[("retry_started", {"previous_error": task.retry[:300]})],
+                clear_task_fields=("retry",),
+                set_task_fields={"turn_base": turns},
+            )
+            task.turn_base = turns
+            messages.append(note)
+        return messages
+
+    async def _converse(self, task: TaskView) -> None:
+        name = self.agent.name
+        await self._enter_workspace(task)
+        messages = await self._open_session(task)
         last = messages[-1]
         if last.role == "assistant" and not last.tool_calls:  # finished before a crash
             await self._finish(task, last.text)
             return
         gave_up = _last_task_fail(messages)
         if gave_up is not None:  # called task_fail, then the process died
-            await self.board.fail(task.id, name, gave_up)
+            await self.board.fail(task.id, name, gave_up, self._token)
             return
         max_turns = task.max_turns or self.swarm.max_turns
+        await self.progress.start(self.ctx.workspace)
         # The budget and the rate limiter need the request's size before it is sent:
         # about 4 characters a token; the real usage settles the reservation afterwards.
         turns = sum(1 for m in messages if m.role == "assistant")
         chars = self._fixed_chars + sum(len(m.model_dump_json()) for m in messages)
         while True:
-            if turns >= max_turns:
-                await self.board.fail(task.id, name, f"max_turns ({max_turns}) reached")
-                return
-            est_in, est_out = chars // 4 + 1, self.swarm.max_output_tokens
-            try:
-                reservation = await self.budget.reserve(
-                    name,
-                    cost_usd(
-                        self.agent.model,
-                        Usage(input_tokens=est_in, output_tokens=est_out),
-                        self.swarm.pricing,
-                    ),
-                    est_in + est_out,
+            if turns - task.turn_base >= max_turns:
+                await self.board.fail(
+                    task.id, name, f"max_turns ({max_turns}) reached", self._token
                 )
-            except BudgetExhausted as exc:
-                await self.board.release(task.id, name, exc.reason)
                 return
-            try:
-                resp, attempts = await with_retries(
-                    functools.partial(self._request, messages, est_in),
-                    self.retry,
-                    lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
-                )
-            except BaseException:
-                await self.budget.release(name)
-                raise
+            resp = await self._turn(task, messages, chars, turns + 1)
+            if resp is None:  # the budget is spent or the run stopped: the task goes back
+                return
             turns += 1
-            u = resp.usage
-            usd = cost_usd(self.agent.model, u, self.swarm.pricing)
-            # The lease may have lapsed during the request (a stalled process, a Redis
-            # blip) and the task passed to another agent: then this turn is not ours to
-            # store or act on. (Its usage was still spent; it is recorded below.)
-            still_ours = await self.board.heartbeat(task.id, name, self.swarm.lease_ms)
-            await self.board.record_turn(
-                name,
-                task.id,
-                [resp.message.model_dump()] if still_ours else [],
-                usage={
-                    "input_tokens": u.input_tokens,
-                    "output_tokens": u.output_tokens,
-                    "cache_read_tokens": u.cache_read_tokens,
-                    "cache_creation_tokens": u.cache_creation_tokens,
-                    "usd": usd,
-                    "turns": 1,
-                    "requests": attempts,
-                },
-                agent_fields={"turns_task": turns},
-                settle=reservation,
-                events=[
-                    (
-                        "model_turn",
-                        {
-                            "turn": turns,
-                            "input_tokens": u.input_tokens,
-                            "output_tokens": u.output_tokens,
-                            "usd": usd,
-                            "tool_calls": [c.name for c in resp.message.tool_calls],
-                            "attempts": attempts,
-                        },
-                    )
-                ],
-            )
-            if not still_ours:
-                raise LeaseLost(task.id)
             messages.append(resp.message)
             chars += len(resp.message.model_dump_json())
             calls = resp.message.tool_calls
             nudge = self._nudge(resp)
             if nudge is not None:  # a reply cut off, or empty: never a result, never run
-                await self.board.record_turn(
-                    name,
-                    task.id,
-                    [nudge.model_dump()],
-                    events=[("reply_refused", {"stop_reason": resp.stop_reason or ""})],
+                stop = resp.stop_reason or ""
+                await self._store(
+                    task.id, [nudge], events=[("reply_refused", {"stop_reason": stop})]
                 )
                 messages.append(nudge)
                 chars += len(nudge.model_dump_json())
@@ -389,34 +429,115 @@ class AgentLoop:
             if not calls:
                 await self._finish(task, resp.message.text)
                 return
-            results: list[ToolResult] = []
-            events: list[tuple[str, dict[str, Any]]] = []
-            for call in calls:
-                out = await self.runner.run(call.name, call.input)
-                text = redact(out.text, self._secrets)  # a file or command may print a key
-                results.append(
-                    ToolResult(tool_call_id=call.id, content=text, is_error=out.is_error)
-                )
-                events.append(
-                    (
-                        "tool_call",
-                        {
-                            "tool": call.name,
-                            "is_error": out.is_error,
-                            "summary": _summary(call.name, call.input),
-                            **_small(out.meta),
-                        },
-                    )
-                )
-            reply = Message(role="user", content=list(results))
-            if not await self.board.heartbeat(task.id, name, self.swarm.lease_ms):
-                raise LeaseLost(task.id)  # the results belong to a session now held by another
-            await self.board.record_turn(name, task.id, [reply.model_dump()], events=events)
+            reply = await self._run_tools(task.id, calls)
             messages.append(reply)
             chars += len(reply.model_dump_json())
             if self.handle.failed_reason is not None:
-                await self.board.fail(task.id, name, self.handle.failed_reason)
+                await self.board.fail(task.id, name, self.handle.failed_reason, self._token)
                 return
+            stalled = await self.progress.after_turn(calls, reply)
+            if stalled:
+                await self.board.emit(
+                    "no_progress", task=task.id, agent=name, data={"turns": stalled}
+                )
+                await self.board.fail(
+                    task.id,
+                    name,
+                    f"no progress in the last {stalled} turns (no file, note, message or task "
+                    "changed)",
+                    self._token,
+                )
+                return
+
+    async def _turn(
+        self, task: TaskView, messages: list[Message], chars: int, turn: int
+    ) -> ModelResponse | None:
+        """One model request, reserved against the budget and stored with its usage."""
+        name = self.agent.name
+        est_in, est_out = chars // 4 + 1, self.swarm.max_output_tokens
+        try:
+            reservation = await self.budget.reserve(
+                name,
+                cost_usd(
+                    self.agent.model,
+                    Usage(input_tokens=est_in, output_tokens=est_out),
+                    self.swarm.pricing,
+                ),
+                est_in + est_out,
+            )
+        except BudgetExhausted as exc:
+            await self.board.release(task.id, name, exc.reason, self._token)
+            return None
+        try:
+            resp, attempts = await with_retries(
+                functools.partial(self._request, messages, est_in),
+                self.retry,
+                lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
+            )
+        except BaseException:
+            await self.budget.release(name)
+            raise
+        if self._outage:  # the provider answers again: close the credential's circuit
+            self._outage = False
+            if self.limiter is not None:
+                await self.board.provider_ok(self.limiter.credential)
+        u = resp.usage
+        usd = cost_usd(self.agent.model, u, self.swarm.pricing)
+        # Fenced: if the lease lapsed during the request (a stalled process, a Redis
+        # outage) and the task passed to another, the reply is not stored; its usage is
+        # recorded either way, since it was spent.
+        await self._store(
+            task.id,
+            [resp.message],
+            usage={
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cache_read_tokens": u.cache_read_tokens,
+                "cache_creation_tokens": u.cache_creation_tokens,
+                "usd": usd,
+                "turns": 1,
+                "requests": attempts,
+            },
+            agent_fields={"turns_task": turn - task.turn_base},
+            settle=reservation,
+            events=[
+                (
+                    "model_turn",
+                    {
+                        "turn": turn,
+                        "input_tokens": u.input_tokens,
+                        "output_tokens": u.output_tokens,
+                        "usd": usd,
+                        "tool_calls": [c.name for c in resp.message.tool_calls],
+                        "attempts": attempts,
+                    },
+                )
+            ],
+        )
+        return resp
+
+    async def _run_tools(self, task_id: str, calls: list[Any]) -> Message:
+        """Run a turn's tool calls and store their results."""
+        results: list[ToolResult] = []
+        events: list[tuple[str, dict[str, Any]]] = []
+        for call in calls:
+            out = await self.runner.run(call.name, call.input)
+            text = redact(out.text, self._secrets)  # a file or command may print a key
+            results.append(ToolResult(tool_call_id=call.id, content=text, is_error=out.is_error))
+            events.append(
+                (
+                    "tool_call",
+                    {
+                        "tool": call.name,
+                        "is_error": out.is_error,
+                        "summary": _summary(call.name, call.input),
+                        **_small(out.meta),
+                    },
+                )
+            )
+        reply = Message(role="user", content=list(results))
+        await self._store(task_id, [reply], events=events)  # LeaseLost: another holds it now
+        return reply
 
     def _nudge(self, resp: ModelResponse) -> Message | None:
         """The reply to send instead of acting on a turn that hit the output limit (its
@@ -450,7 +571,7 @@ class AgentLoop:
         """One attempt: wait for the credential's shared rate limit, then call the model."""
         slot = (
             self.limiter.slot(est_tokens)
-            if self.limiter is not None and self.limiter.enabled
+            if self.limiter is not None  # with no limits set, it still honours a block
             else contextlib.nullcontext(0.0)
         )
         try:
@@ -486,13 +607,13 @@ class AgentLoop:
         result = text.strip() or "(done)"
         if self.workspaces is not None:
             await self._guard(task.id)
-            outcome, _ = await self.workspaces.finish(task, self.agent.name, result)
+            outcome, _ = await self.workspaces.finish(task, self.agent.name, result, self._token)
             if outcome == "queued":
                 return
             if outcome == "lost":
                 await self.board.emit("complete_refused", task=task.id, agent=self.agent.name)
                 return
-        if not await self.board.complete(task.id, self.agent.name, result):
+        if not await self.board.complete(task.id, self.agent.name, result, self._token):
             await self.board.emit("complete_refused", task=task.id, agent=self.agent.name)
 
 

@@ -124,8 +124,17 @@ def resume(
     max_wall_s: Annotated[float | None, typer.Option("--max-wall-s")] = None,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard")] = False,
     json_events: Annotated[bool, typer.Option("--json")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="give failed tasks (and the dependants that failed with them) a new attempt",
+        ),
+    ] = False,
 ) -> None:
-    """Continue a stopped run (budget, time, interrupt) from its stored state."""
+    """Continue a stopped run (budget, time, interrupt) from its stored state; a run whose
+    coordinator died is taken over (at once when its process is known dead on this
+    machine, else once its lease lapses)."""
     from swarm.launch import resume as do_resume
 
     budget = {
@@ -137,7 +146,7 @@ def resume(
         if value <= 0:
             _fail(BadInput(f"--{name.replace('_', '-')}: must be greater than 0"))
     try:
-        result = do_resume(run, json_events, no_dashboard, budget)
+        result = do_resume(run, json_events, no_dashboard, budget, retry_failed=retry_failed)
     except SwarmError as exc:
         _fail(exc)
     raise typer.Exit(result.exit_code)

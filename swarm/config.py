@@ -43,6 +43,16 @@ class Budget(Strict):
     max_tokens: int | None = Field(default=None, gt=0)
     max_wall_s: float | None = Field(default=None, gt=0)
     max_turns: int = Field(default=40, gt=0)
+    max_task_wall_s: float | None = Field(default=None, gt=0)  # per task, from its claim
+
+
+class Reliability(Strict):
+    """How long the swarm rides out a fault before it gives up (see docs/reliability.md)."""
+
+    redis_outage_s: float = Field(default=120.0, gt=0)  # Redis unreachable: keep retrying
+    provider_outage_s: float = Field(default=600.0, gt=0)  # no request succeeds: stop the run
+    no_progress_turns: int = Field(default=20, ge=0)  # quiet turns before a task fails; 0 = off
+    agent_restarts: int = Field(default=5, ge=0)  # per agent, before the run stops
 
 
 class Price(Strict):
@@ -112,6 +122,7 @@ class SwarmConfig(Strict):
     workspace: Literal["worktree", "shared"] | None = None
     merge: MergeConfig = Field(default_factory=MergeConfig)
     lease_s: float = Field(default=30.0, gt=0)
+    reliability: Reliability = Field(default_factory=Reliability)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     agents: list[AgentSpec] = Field(min_length=1)
     phases: list[Phase] = Field(min_length=1)

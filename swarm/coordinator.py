@@ -9,11 +9,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from swarm.blackboard.board import TERMINAL, Blackboard
+from swarm.config import Reliability
+from swarm.errors import BadInput
 from swarm.hosting import AgentActor, AgentSpec, actor_env, start_ray
+from swarm.liveness import coordinator_holder
 from swarm.tools.bash import KILL_GRACE_S
 from swarm.workspace.queue import MergeQueue
 from swarm.workspace.worktrees import RunWorktrees, WorkspaceSettings
@@ -24,6 +26,15 @@ EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1,
 
 
 class Coordinator:
+    """Hosts the run's agents and supervises the run until it ends.
+
+    What it rides out (docs/reliability.md): an agent actor dying (Ray restarts it; past
+    that, the coordinator respawns it), the whole local Ray dying (it starts a new one
+    and respawns every agent), Redis unreachable (every call retries until
+    ``redis_outage_s``; afterwards every lease gets its time back). A dead agent never
+    fails a task: its claim waits for it (or its lease lapses and another agent takes it).
+    """
+
     def __init__(
         self,
         board: Blackboard,
@@ -32,83 +43,123 @@ class Coordinator:
         max_restarts: int = 3,
         workspace: WorkspaceSettings | None = None,
         lease_ms: int = 30_000,
+        reliability: Reliability | None = None,
+        max_task_wall_s: float | None = None,
+        takeover: bool = False,
     ):
         self.board = board
         self.specs = specs
         self.workspace = workspace
         self.lease_ms = lease_ms
         self.max_wall_s = max_wall_s
+        self.max_task_wall_s = max_task_wall_s
         self.max_restarts = max_restarts
+        self.reliability = reliability or Reliability()
+        self.takeover = takeover  # resume of a run whose coordinator died
         self.actors: dict[str, Any] = {}
         self.refs: dict[str, Any] = {}  # each actor's run() call, to cancel it on stop
+        self.runs: dict[str, asyncio.Future[None]] = {}
+        self.respawns: dict[str, int] = {}
+        self.holder = coordinator_holder()
+        self.lease_lost = False
 
-    def spawn(self) -> None:
+    # -- agents ------------------------------------------------------------------------
+    def _spawn_one(self, spec: AgentSpec) -> None:
         import ray
 
+        options: dict[str, Any] = dict(
+            name=f"swarm-{spec.run_id}-{spec.agent.name}-{self.respawns.get(spec.agent.name, 0)}",
+            num_cpus=0,
+            max_restarts=self.max_restarts,
+            max_task_retries=self.max_restarts,
+        )
+        if os.environ.get("RAY_ADDRESS"):
+            options["runtime_env"] = {"env_vars": actor_env(spec)}
+        if spec.workspace.mode == "worktree":
+            # worktrees live on this machine: its agents must too (until runs share a
+            # git remote, see docs/workspaces.md)
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False
+            )
+        actor = ray.remote(AgentActor).options(**options).remote(spec.model_dump_json())  # type: ignore[attr-defined]
+        self.actors[spec.agent.name] = actor
+        self.runs[spec.agent.name] = asyncio.ensure_future(
+            self._await_actor(spec.agent.name, actor)
+        )
+
+    def spawn(self) -> None:
         start_ray()
-        remote_cls = ray.remote(AgentActor)
-        joined = bool(os.environ.get("RAY_ADDRESS"))
         for spec in self.specs:
-            options: dict[str, Any] = dict(
-                name=f"swarm-{spec.run_id}-{spec.agent.name}",
-                num_cpus=0,
-                max_restarts=self.max_restarts,
-                max_task_retries=self.max_restarts,
-            )
-            if joined:
-                options["runtime_env"] = {"env_vars": actor_env(spec)}
-            if spec.workspace.mode == "worktree":
-                # worktrees live on this machine: its agents must too (until runs share a
-                # git remote, see docs/workspaces.md)
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            self._spawn_one(spec)
 
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                    node_id=ray.get_runtime_context().get_node_id(), soft=False
+    async def _await_actor(self, name: str, actor: Any) -> None:
+        ref = actor.run.remote()
+        self.refs[name] = ref
+        try:
+            await ref
+        except Exception as exc:  # Ray's restarts exhausted, its node lost, or the loop raised
+            await self.board.update_agent(
+                name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
+            )
+            await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
+
+    async def _revive(self) -> str | None:
+        """Respawn agents that died while the run goes on (all of them, on a new local
+        Ray, when Ray itself is gone). Returns a reason to stop the run, if any."""
+        dead = [n for n, f in self.runs.items() if f.done()]
+        if not dead:
+            return None
+        if not await _ray_alive():
+            await self.board.emit("ray_lost", data={"agents": len(self.actors)})
+            await _restart_ray()
+            dead = list(self.runs)
+        by_name = {s.agent.name: s for s in self.specs}
+        for name in dead:
+            n = self.respawns.get(name, 0) + 1
+            if n > self.reliability.agent_restarts:
+                return (
+                    f"agent {name} died {n - 1} times after Ray's own restarts; "
+                    "swarm resume RUN continues"
                 )
-            self.actors[spec.agent.name] = remote_cls.options(**options).remote(  # type: ignore[attr-defined]
-                spec.model_dump_json()
+            self.respawns[name] = n
+            self.runs.pop(name).cancel()
+            self._spawn_one(by_name[name])
+            await self.board.update_agent(
+                name, event="agent_respawned", data={"respawn": n}, status="starting"
             )
+        return None
 
+    # -- the run -----------------------------------------------------------------------
     async def supervise(self) -> str:
         """Run until every task is completed or failed. Returns the run's final state."""
+        ttl = self.lease_ms
+        if not await self.board.hold_coordinator(self.holder, ttl, force=self.takeover):
+            raise BadInput(f"run {self.board.run_id}: another coordinator holds it")
+        renewer = asyncio.create_task(self._renew_lease(asyncio.current_task()))
         try:
             self.spawn()
         except Exception as exc:
             await self.board.set_state("failed", f"could not start the agents: {exc}")
-            await self._stop({})
+            await self._stop()
+            renewer.cancel()
             raise
-        # SIGTERM (a cancelled CI job, `kill`) stops the run like Ctrl-C. Installed after
-        # Ray starts, since ray.init puts its own (aborting) handler in place.
+        # SIGTERM (a cancelled CI job, `kill`) and SIGHUP (a closed terminal) stop the run
+        # like Ctrl-C. Installed after Ray starts, since ray.init puts its own in place.
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
-        if me is not None:
-            loop.add_signal_handler(signal.SIGTERM, me.cancel)
-        started = time.monotonic()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if me is not None:
+                loop.add_signal_handler(sig, me.cancel)
         merger = self._start_queue()
-        runs = {
-            name: asyncio.ensure_future(self._await_actor(name, a))
-            for name, a in self.actors.items()
-        }
-        state = "interrupted"  # unless the loop below ends normally
-        recorded = False  # whether the final state is already stored
+        state, recorded = "interrupted", False  # unless the loop below ends normally
         try:
-            while True:
-                last = await self.board.last_event_id()
-                await self.board.requeue_expired()
-                meta_state = (await self.board.meta()).get("state", "running")
-                if meta_state != "running":  # budget spent (an agent), or `swarm stop`
-                    state, recorded = meta_state, True
-                    break
-                tasks = await self.board.tasks()
-                if all(t.status in TERMINAL for t in tasks):
-                    state = "failed" if any(t.status == "failed" for t in tasks) else "completed"
-                    break
-                if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
-                    state = "timeout"
-                    break
-                if await self._fail_orphans(tasks, {n for n, r in runs.items() if not r.done()}):
-                    continue
-                await self.board.wait_events(last, block_ms=1000)
+            state, recorded = await self._watch()
+        except asyncio.CancelledError:
+            if not self.lease_lost:
+                raise
+            state, recorded = "interrupted", True  # another coordinator took the run over
         finally:
             if not recorded:
                 reason = {
@@ -116,11 +167,101 @@ class Coordinator:
                     "interrupted": "interrupted; swarm resume RUN continues",
                 }.get(state, "")
                 await self.board.set_state(state, reason)
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signal.SIGTERM)
-            await self._stop(runs)
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self._stop()
             await self._stop_queue(merger, state)
+            renewer.cancel()
+            if not self.lease_lost:
+                await self.board.drop_coordinator(self.holder["token"])
         return state
+
+    async def _watch(self) -> tuple[str, bool]:
+        """The supervision loop. Returns the final state and whether it is stored."""
+        started = time.monotonic()
+        tick = time.monotonic()
+        while True:
+            last = await self.board.last_event_id()
+            if time.monotonic() - tick > self.lease_ms / 2000 + 2:
+                # a Redis call hung (an outage): give every lease its time back before
+                # anything is requeued, so the agents re-attach instead
+                n = await self.board.extend_leases(self.lease_ms)
+                gap = round(time.monotonic() - tick, 1)
+                await self.board.emit("redis_recovered", data={"gap_s": gap, "leases": n})
+            await self.board.requeue_expired()
+            meta = await self.board.meta()
+            if meta.get("state", "running") != "running":  # budget spent, `swarm stop`
+                return meta["state"], True
+            tasks = await self.board.tasks()
+            if all(t.status in TERMINAL for t in tasks):
+                return (
+                    "failed" if any(t.status == "failed" for t in tasks) else "completed"
+                ), False
+            if self.max_wall_s is not None and time.monotonic() - started > self.max_wall_s:
+                return "timeout", False
+            now = await self.board.now_ms()
+            await self._enforce_task_walls(tasks, now)
+            stop = self._provider_outage(meta, now) or await self._revive()
+            if stop is not None:
+                await self.board.request_stop(stop)
+                continue
+            if await self._fail_unassignable(tasks):
+                continue
+            tick = time.monotonic()
+            await self.board.wait_events(last, block_ms=1000)
+            tick = time.monotonic()
+
+    async def _renew_lease(self, supervisor: asyncio.Task[Any] | None) -> None:
+        """Renew the coordinator lease every third of it. Losing it (another process took
+        the run over after it lapsed) stops this coordinator without touching the run."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            with contextlib.suppress(Exception):
+                if await self.board.hold_coordinator(self.holder, self.lease_ms):
+                    continue
+                self.lease_lost = True
+                log.warning("run %s was taken over by another coordinator", self.board.run_id)
+                if supervisor is not None:
+                    supervisor.cancel()
+                return
+
+    async def _enforce_task_walls(self, tasks: list[Any], now: int) -> None:
+        limit = self.max_task_wall_s
+        if limit is None:
+            return
+        for t in tasks:
+            if t.status == "claimed" and t.claimed_at and now - t.claimed_at > limit * 1000:
+                reason = f"max_task_wall_s ({limit:g} s) reached"
+                if await self.board.fail(t.id, "", reason):
+                    await self.board.emit(
+                        "task_timeout", task=t.id, agent=t.assignee, data={"reason": reason}
+                    )
+
+    def _provider_outage(self, meta: dict[str, str], now: int) -> str | None:
+        since = int(meta.get("provider_failing_since") or 0)
+        limit = self.reliability.provider_outage_s
+        if since and now - since > limit * 1000:
+            last = meta.get("provider_error", "")
+            return (
+                f"provider outage: no model request succeeded for {limit:g} s"
+                + (f" (last error: {last})" if last else "")
+                + "; swarm resume RUN continues"
+            )
+        return None
+
+    async def _fail_unassignable(self, tasks: list[Any]) -> bool:
+        """Fail tasks no agent of this run can ever take (a role or agent it lacks)."""
+        names = {s.agent.name for s in self.specs}
+        roles = {s.agent.role for s in self.specs}
+        failed = False
+        for t in tasks:
+            if t.status in TERMINAL or t.status == "merging":
+                continue
+            if (t.agent and t.agent not in names) or (not t.agent and t.role not in roles):
+                who = t.agent or f"no agent has role {t.role!r}"
+                failed |= await self.board.fail(t.id, "", f"no agent can take it ({who})")
+        return failed
 
     def _start_queue(self) -> asyncio.Task[None] | None:
         if self.workspace is None or self.workspace.mode != "worktree":
@@ -140,39 +281,12 @@ class Coordinator:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(wt.remove_queue)
 
-    async def _fail_orphans(self, tasks: list[Any], live: set[str]) -> bool:
-        """Fail the unfinished tasks that no live agent may take (their agent, or every
-        agent of their role, has died): otherwise the run would wait for them forever."""
-        failed = False
-        for t in tasks:
-            if t.status in TERMINAL or t.status == "merging":  # the queue needs no agent
-                continue
-            takers = (
-                [t.agent]
-                if t.agent
-                else [s.agent.name for s in self.specs if s.agent.role == t.role]
-            )
-            if not live.intersection(takers):
-                who = ", ".join(takers) or f"no agent has role {t.role!r}"
-                failed |= await self.board.fail(t.id, "", f"no live agent can take it ({who})")
-        return failed
-
-    async def _await_actor(self, name: str, actor: Any) -> None:
-        ref = actor.run.remote()
-        self.refs[name] = ref
-        try:
-            await ref
-        except Exception as exc:  # restarts exhausted, or the loop raised
-            await self.board.update_agent(
-                name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
-            )
-            await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
-
-    async def _stop(self, runs: Mapping[str, asyncio.Future[None]]) -> None:
+    async def _stop(self) -> None:
         """End every agent: cancel its loop first (so a running tool kills its process
         group and nothing outlives the run), then kill the actors."""
         import ray
 
+        runs = self.runs
         # agents leave on their own once the run is over (within a wake-up): give them a
         # moment, then cancel the ones still busy (a long command, a slow model call)
         if runs:
@@ -192,6 +306,30 @@ class Coordinator:
             await self.board.update_agent(
                 name, event="agent_status", data={"status": "stopped"}, status="stopped"
             )
+
+
+async def _ray_alive(timeout_s: float = 10.0) -> bool:
+    """Whether this driver's Ray still works: its own node is alive in the GCS."""
+    import ray
+
+    def check() -> bool:
+        me = ray.get_runtime_context().get_node_id()
+        return any(n.get("NodeID") == me and n.get("Alive") for n in ray.nodes())
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(check), timeout=timeout_s)
+    except Exception:
+        return False
+
+
+async def _restart_ray(timeout_s: float = 30.0) -> None:
+    """Ray is gone (raylet or GCS killed, OOM): drop this driver's connection and start
+    (or join) Ray again."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.to_thread(ray.shutdown), timeout=timeout_s)
+    await asyncio.to_thread(start_ray)
 
 
 def exit_code_for(state: str) -> int:

@@ -17,6 +17,7 @@ from swarm.blackboard.board import Blackboard
 from swarm.blackboard.limits import RateLimiter, credential_id
 from swarm.config import PROVIDERS, AgentInstance, ProviderConfig, split_model
 from swarm.errors import BadInput
+from swarm.leftovers import RUN_ENV
 from swarm.plan import RunPlan
 from swarm.providers.registry import DEFAULT_BASE_URL_ENV, make_provider, settings_for
 from swarm.secrets import register_secret_names
@@ -36,6 +37,7 @@ class AgentSpec(BaseModel):
     providers: dict[str, dict[str, Any]]
     workspace: WorkspaceSettings
     output_dir: str
+    redis_outage_s: float = 120.0
 
 
 def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]:
@@ -57,6 +59,10 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
             max_tokens=cfg.budget.max_tokens,
             lease_ms=int(cfg.lease_s * 1000),
             workspace=plan.workspace.mode,
+            no_progress_turns=cfg.reliability.no_progress_turns,
+            credential_env=settings_for(
+                split_model(a.model)[0], {k: v.model_dump() for k, v in cfg.providers.items()}
+            ).api_key_env,
             pricing={model: price.as_tuple() for model, price in cfg.pricing.items()},
         )
         out.append(
@@ -68,6 +74,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 providers={k: v.model_dump() for k, v in cfg.providers.items()},
                 workspace=plan.workspace,
                 output_dir=str(run_dir / "outputs" / a.name),
+                redis_outage_s=cfg.reliability.redis_outage_s,
             )
         )
     return out
@@ -104,6 +111,7 @@ def build_loop(
         state=BoardState(board, spec.agent.name),
         locks=BoardLocks(board),
         output_dir=out_dir,
+        env={RUN_ENV: spec.run_id},  # how a resumed run finds commands left behind
     )
     rules = PermissionRules.model_validate(spec.agent.permissions or {})
     return AgentLoop(
@@ -126,7 +134,7 @@ async def run_agent(spec: AgentSpec) -> str:
     """Host one agent's loop until the run has nothing left for it."""
     from swarm.tools.repo_tools import load_repo_tools
 
-    board = Blackboard(spec.redis_url, spec.run_id)
+    board = Blackboard(spec.redis_url, spec.run_id, outage_s=spec.redis_outage_s)
     hub = None
     try:
         repo_tools, hub = await load_repo_tools(

@@ -19,6 +19,8 @@ from swarm.coordinator import Coordinator, exit_code_for
 from swarm.dashboard import follow
 from swarm.errors import BadInput
 from swarm.hosting import agent_specs
+from swarm.leftovers import kill_run_processes
+from swarm.liveness import coordinator_liveness
 from swarm.plan import RunPlan, load_plan, make_plan, save_plan, start_workspace, store_plan
 from swarm.status import snapshot
 
@@ -48,7 +50,7 @@ async def _launch(
     plan: RunPlan, mode: str, workdir: Path, include_dirty: bool, apply: bool = False
 ) -> LaunchResult:
     handle = open_redis(state_dir(workdir))
-    board = Blackboard(handle.url, plan.run_id)
+    board = Blackboard(handle.url, plan.run_id, plan.loaded.config.reliability.redis_outage_s)
     try:
         if await board.exists():
             raise BadInput(f"--run-id: run {plan.run_id!r} already exists; pick another id")
@@ -66,7 +68,12 @@ async def _launch(
 
 
 async def _supervise(
-    board: Blackboard, redis_url: str, plan: RunPlan, mode: str, workdir: Path
+    board: Blackboard,
+    redis_url: str,
+    plan: RunPlan,
+    mode: str,
+    workdir: Path,
+    takeover: bool = False,
 ) -> LaunchResult:
     run_dir = state_dir(workdir) / "runs" / board.run_id
     cfg = plan.loaded.config
@@ -76,6 +83,9 @@ async def _supervise(
         cfg.budget.max_wall_s,
         workspace=plan.workspace,
         lease_ms=int(cfg.lease_s * 1000),
+        reliability=cfg.reliability,
+        max_task_wall_s=cfg.budget.max_task_wall_s,
+        takeover=takeover,
     )
     stop = asyncio.Event()
     view = asyncio.create_task(follow(board, mode, stop))
@@ -96,7 +106,9 @@ async def _supervise(
     )
 
 
-async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float]) -> LaunchResult:
+async def _resume(
+    run_id: str, mode: str, workdir: Path, budget: dict[str, float], retry_failed: bool = False
+) -> LaunchResult:
     handle = open_redis(state_dir(workdir))
     board = Blackboard(handle.url, run_id)
     try:
@@ -105,11 +117,7 @@ async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float
         meta = await board.meta()
         if meta.get("state") == "completed":
             raise BadInput(f"RUN: run {run_id!r} already completed; nothing to resume")
-        if meta.get("state") == "running":
-            raise BadInput(
-                f"RUN: run {run_id!r} is running (its coordinator is alive or was killed "
-                "without a trace); stop it first with `swarm stop`"
-            )
+        takeover = await _check_takeover(board, meta)
         plan = await load_plan(board)
         if budget:
             cfg = plan.loaded.config
@@ -117,11 +125,35 @@ async def _resume(run_id: str, mode: str, workdir: Path, budget: dict[str, float
             await save_plan(board, plan)
         if not plan.repo.is_dir():
             raise BadInput(f"RUN: the run's repository {plan.repo} no longer exists")
-        await board.resume_run()
-        return await _supervise(board, handle.url, plan, mode, workdir)
+        killed = await asyncio.to_thread(kill_run_processes, run_id)
+        if killed:
+            print(f"resume: killed {killed} command process(es) the run left behind")
+        if retry_failed:
+            n = await board.retry_failed()
+            print(f"resume: {n} failed task(s) get a new attempt")
+        await board.resume_run(lease_ms=int(plan.loaded.config.lease_s * 1000) * 4)
+        if takeover:
+            await board.emit("run_taken_over", data={"pid": os.getpid()})
+        return await _supervise(board, handle.url, plan, mode, workdir, takeover=takeover)
     finally:
         await board.close()
         handle.close()
+
+
+async def _check_takeover(board: Blackboard, meta: dict[str, str]) -> bool:
+    """A run still marked running can be taken over when its coordinator is known dead
+    (on this machine) or its lease lapsed; otherwise resume refuses, saying when it can."""
+    if meta.get("state") != "running":
+        return False
+    live = await coordinator_liveness(board)
+    if live.state != "alive":
+        print(f"resume: taking run {board.run_id} over: {live.describe()}")
+        return True
+    raise BadInput(
+        f"RUN: run {board.run_id!r} is running: {live.describe()}. `swarm resume` can take "
+        f"it over once that lease lapses (in {live.ttl_ms / 1000:.0f} s, if its coordinator "
+        "is dead), or stop it with `swarm stop`"
+    )
 
 
 def resume(
@@ -130,9 +162,10 @@ def resume(
     no_dashboard: bool,
     budget: dict[str, float],
     workdir: Path | None = None,
+    retry_failed: bool = False,
 ) -> LaunchResult:
     mode = display_mode(json_events, no_dashboard)
-    return asyncio.run(_resume(run_id, mode, workdir or Path.cwd(), budget))
+    return asyncio.run(_resume(run_id, mode, workdir or Path.cwd(), budget, retry_failed))
 
 
 async def print_summary(board: Blackboard, plan: RunPlan) -> None:

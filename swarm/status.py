@@ -102,6 +102,19 @@ def _usage(raw: dict[str, float]) -> UsageRow:
     )
 
 
+async def _state(board: Blackboard, meta: dict[str, str]) -> str:
+    """The stored state, except that a run marked running whose coordinator is gone (its
+    lease lapsed, or its process is dead on this machine) is orphaned: `swarm resume`
+    takes it over."""
+    state = meta.get("state", "unknown")
+    if state != "running":
+        return state
+    from swarm.liveness import coordinator_liveness
+
+    live = await coordinator_liveness(board)
+    return "running" if live.state == "alive" else "orphaned"
+
+
 async def snapshot(board: Blackboard) -> Snapshot:
     meta = await board.meta()
     tasks = await board.tasks()
@@ -155,7 +168,7 @@ async def snapshot(board: Blackboard) -> Snapshot:
         worktrees_bytes=_worktrees_bytes(meta) if workspace == "worktree" else 0,
         run_id=board.run_id,
         name=meta.get("name", ""),
-        state=meta.get("state", "unknown"),
+        state=await _state(board, meta),
         reason=meta.get("reason", ""),
         repo=meta.get("repo", ""),
         created_ms=int(meta.get("created") or 0),

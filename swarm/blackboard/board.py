@@ -8,16 +8,59 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.blackboard import lua
-from swarm.blackboard.keys import RUNS, Keys
+from swarm.blackboard.keys import RUNS, SCHEMA, Keys
 from swarm.blackboard.limits import Reservation
 
 TERMINAL = ("completed", "failed")
+REDIS_OUTAGE_S = 120.0  # how long every call rides out an unreachable Redis
+
+
+class Claim(NamedTuple):
+    task_id: str
+    kind: str  # 'claimed' (a new attempt) or 'resumed' (re-attached to its own claim)
+    attempts: int
+    token: str  # the lease's fencing token: every write about the task carries it
+
+
+class OutageRetry(Retry):
+    """Retry a Redis call on connection errors until a deadline (not a count): every
+    agent and the coordinator ride out a Redis restart or a short partition the same way.
+    Retried calls are safe: task changes are fenced scripts, a stored turn is idempotent."""
+
+    def __init__(self, outage_s: float):
+        super().__init__(
+            ExponentialBackoff(cap=2.0, base=0.05),
+            -1,
+            (RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
+        )
+        self.outage_s = outage_s
+
+    async def call_with_retry(  # type: ignore[override]
+        self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+    ) -> Any:
+        deadline = time.monotonic() + self.outage_s
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if is_retryable and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self._backoff.compute(failures))
 
 
 class TaskView(BaseModel):
@@ -47,6 +90,9 @@ class TaskView(BaseModel):
     files: list[str] = []
     added: int = 0
     removed: int = 0
+    retry: str = ""  # the error of a failed task given a new attempt (--retry-failed)
+    turn_base: int = 0  # turns before that retry: max_turns counts from here
+    claimed_at: int = 0
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> TaskView:
@@ -61,6 +107,8 @@ class TaskView(BaseModel):
             "merge_attempts",
             "added",
             "removed",
+            "turn_base",
+            "claimed_at",
         ):
             data[f] = int(float(h.get(f) or 0))
         return cls.model_validate(data)
@@ -93,13 +141,23 @@ def now_ms() -> int:
 class Blackboard:
     """One run's view of Redis. Cheap to create; share one per process."""
 
-    def __init__(self, url: str, run_id: str):
+    def __init__(self, url: str, run_id: str, outage_s: float = REDIS_OUTAGE_S):
         self.url = url
         self.run_id = run_id
         self.k = Keys(run_id)
         # decode_responses=True: every reply is str; redis-py's stubs cannot express that
         # encoding_errors="replace": one bad byte must never break every reader of a key
-        self.r: Any = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="replace")
+        # socket_timeout: longer than any blocking read (5 s), so a silent partition is
+        # noticed and retried instead of hanging forever
+        self.r: Any = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            encoding_errors="replace",
+            retry=OutageRetry(outage_s),
+            socket_connect_timeout=5,
+            socket_timeout=20,
+            **({} if url.startswith("unix:") else {"socket_keepalive": True}),
+        )
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -112,6 +170,10 @@ class Blackboard:
         self._submit = self.r.register_script(lua.SUBMIT)
         self._merged = self.r.register_script(lua.MERGED)
         self._merge_back = self.r.register_script(lua.MERGE_BACK)
+        self._store_turn = self.r.register_script(lua.STORE_TURN)
+        self._extend = self.r.register_script(lua.EXTEND_LEASES)
+        self._retry_failed = self.r.register_script(lua.RETRY_FAILED)
+        self._coord_lease = self.r.register_script(lua.COORDINATOR_LEASE)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -145,20 +207,52 @@ class Blackboard:
 
     async def resume_run(self, lease_ms: int = 120_000) -> None:
         """Mark a stopped run as running again; tasks left claimed are re-attached by
-        their agents (or requeued when their lease expires)."""
+        their agents (their leases get a fresh deadline, so the time the run was stopped
+        costs no attempt and does not count toward a task's wall-clock limit)."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.meta, mapping={"state": "running", "reason": ""})
         pipe.hdel(self.k.meta, "finished")
         pipe.delete(self.k.budget)  # reservations of requests that never settled
-        # Tasks left claimed get a fresh lease, so their agents re-attach to them when
-        # they start instead of the expired lease costing an attempt (or failing the task).
-        now_s, now_us = await self.r.time()
-        fresh = now_s * 1000 + now_us // 1000 + lease_ms
+        now = await self.now_ms()
         for t in await self.tasks():
             if t.status == "claimed":
-                pipe.hset(self.k.task(t.id), "lease_until", fresh)
+                pipe.hset(self.k.task(t.id), "claimed_at", now)
         await pipe.execute()
+        await self.extend_leases(lease_ms)
         await self.emit("run_resumed")
+
+    async def extend_leases(self, lease_ms: int) -> int:
+        return int(await self._extend(args=[self.k.prefix, lease_ms]))
+
+    async def retry_failed(self) -> int:
+        """Failed tasks (and the dependants that failed with them) get a new attempt."""
+        return int(await self._retry_failed(args=[self.k.prefix]))
+
+    async def now_ms(self) -> int:
+        """Redis' clock: the one every lease is measured on."""
+        now_s, now_us = await self.r.time()
+        return int(now_s) * 1000 + int(now_us) // 1000
+
+    # -- the coordinator's lease -------------------------------------------------------
+    async def hold_coordinator(
+        self, holder: dict[str, Any], ttl_ms: int, force: bool = False
+    ) -> bool:
+        """Take or renew the run's coordinator lease (``holder`` carries its token)."""
+        args = [self.k.prefix, json.dumps(holder), ttl_ms, holder["token"], "1" if force else ""]
+        return bool(await self._coord_lease(args=args))
+
+    async def coordinator(self) -> tuple[dict[str, Any], int] | None:
+        """Who holds the coordinator lease, and for how many more milliseconds."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(self.k.coordinator)
+        pipe.pttl(self.k.coordinator)
+        raw, ttl = await pipe.execute()
+        return (json.loads(raw), int(ttl)) if raw else None
+
+    async def drop_coordinator(self, token: str) -> None:
+        held = await self.coordinator()
+        if held is not None and held[0].get("token") == token:
+            await self.r.delete(self.k.coordinator)
 
     async def request_stop(self, reason: str) -> bool:
         """Ask a running run to stop: agents give their tasks back and exit. Atomic: a run
@@ -191,29 +285,36 @@ class Blackboard:
             pipe.hgetall(self.k.task(i))
         return [TaskView.from_hash(h) for h in await pipe.execute() if h]
 
-    async def claim(self, agent: str, role: str, lease_ms: int) -> tuple[str, str, int] | None:
+    # Task changes by an agent carry its claim's fencing token (``token``): a process that
+    # lost the lease (a partitioned old actor, a stop followed by a quick resume) is
+    # refused. An empty token skips the check (tests and tools that act as the owner).
+    async def claim(self, agent: str, role: str, lease_ms: int) -> Claim | None:
         res = await self._claim(args=[self.k.prefix, agent, role, lease_ms])
         if not res:
             return None
-        return res[0], res[1], int(res[2] or 0)
+        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]))
 
-    async def heartbeat(self, task_id: str, agent: str, lease_ms: int) -> bool:
-        return bool(await self._heartbeat(args=[self.k.prefix, task_id, agent, lease_ms]))
+    async def heartbeat(self, task_id: str, agent: str, lease_ms: int, token: str = "") -> bool:
+        args: list[str | int] = [self.k.prefix, task_id, agent, lease_ms, token]
+        return bool(await self._heartbeat(args=args))
 
-    async def complete(self, task_id: str, agent: str, result: str) -> bool:
+    async def complete(self, task_id: str, agent: str, result: str, token: str = "") -> bool:
         preview = result[:500]  # cut in Python: Lua's string.sub would split a UTF-8 character
-        return bool(await self._complete(args=[self.k.prefix, task_id, agent, result, preview]))
+        args = [self.k.prefix, task_id, agent, result, preview, token]
+        return bool(await self._complete(args=args))
 
-    async def fail(self, task_id: str, agent: str, reason: str) -> bool:
-        return bool(await self._fail(args=[self.k.prefix, task_id, agent, reason]))
+    async def fail(self, task_id: str, agent: str, reason: str, token: str = "") -> bool:
+        return bool(await self._fail(args=[self.k.prefix, task_id, agent, reason, token]))
 
-    async def release(self, task_id: str, agent: str, reason: str) -> bool:
+    async def release(self, task_id: str, agent: str, reason: str, token: str = "") -> bool:
         """Give a claimed task back to the queue without counting the attempt."""
-        return bool(await self._release(args=[self.k.prefix, task_id, agent, reason]))
+        return bool(await self._release(args=[self.k.prefix, task_id, agent, reason, token]))
 
-    async def submit(self, task_id: str, agent: str, result: str, commit: str) -> bool:
+    async def submit(
+        self, task_id: str, agent: str, result: str, commit: str, token: str = ""
+    ) -> bool:
         """A finished task's committed work enters the merge queue (worktree runs)."""
-        args = [self.k.prefix, task_id, agent, result, result[:500], commit]
+        args = [self.k.prefix, task_id, agent, result, result[:500], commit, token]
         return bool(await self._submit(args=args))
 
     async def merged(self, task_id: str, commit: str, stats: dict[str, Any], preview: str) -> bool:
@@ -255,6 +356,23 @@ class Blackboard:
 
     async def requeue_expired(self) -> int:
         return int(await self._requeue(args=[self.k.prefix]))
+
+    # -- provider outages ----------------------------------------------------------------
+    async def provider_failing(self, credential: str, error: str = "") -> int:
+        """A request failed after every retry: note since when the run's provider has been
+        failing (the coordinator stops the run after provider_outage_s) and count the
+        credential's outage rounds (its circuit pauses longer each round)."""
+        key = f"{SCHEMA}:circuit:{credential}"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(self.k.meta, "provider_failing_since", await self.now_ms())
+        pipe.hset(self.k.meta, "provider_error", error[:300])
+        pipe.incr(key)
+        pipe.expire(key, 900)
+        res = await pipe.execute()
+        return int(res[2])
+
+    async def provider_ok(self, credential: str) -> None:
+        await self.r.delete(f"{SCHEMA}:circuit:{credential}")
 
     # -- events ------------------------------------------------------------------------
     async def emit(
@@ -333,37 +451,41 @@ class Blackboard:
         events: list[tuple[str, dict[str, Any]]] | None = None,
         settle: Reservation | None = None,
         clear_task_fields: tuple[str, ...] = (),
-    ) -> None:
-        """Append messages, usage, agent state and events of one turn in one transaction
-        (and release the turn's budget reservation in the same one)."""
-        pipe = self.r.pipeline(transaction=True)
-        if clear_task_fields:
-            pipe.hdel(self.k.task(task_id), *clear_task_fields)
-        if settle is not None:
-            pipe.hdel(self.k.budget, settle.holder)
-        if messages:
-            pipe.rpush(self.k.session(task_id), *[json.dumps(m) for m in messages])
-        if usage:
-            for key in (
-                self.k.usage,
-                self.k.usage_of("agent", agent),
-                self.k.usage_of("task", task_id),
-            ):
-                for f, v in usage.items():
-                    if isinstance(v, float):  # a float field stays float (HINCRBY on "0.5" fails)
-                        pipe.hincrbyfloat(key, f, v)
-                    elif v:
-                        pipe.hincrby(key, f, int(v))
-        if agent_fields:
-            pipe.hset(self.k.agent(agent), mapping={k: str(v) for k, v in agent_fields.items()})
-        for kind, data in events or []:
-            pipe.xadd(
-                self.k.events,
-                self._event_fields(kind, task_id, agent, data),
-                maxlen=200_000,
-                approximate=True,
-            )
-        await pipe.execute()
+        set_task_fields: dict[str, Any] | None = None,
+        token: str = "",
+        expected: int = -1,
+    ) -> int:
+        """Store one turn at once: its messages, usage, agent state, events, and the
+        settling of its budget reservation (lua.STORE_TURN). With ``token`` only the
+        lease's holder stores messages; with ``expected`` (the session's length before
+        this turn) a retry stores nothing twice. Returns 1 stored, 2 already stored,
+        0 not the holder (usage is recorded anyway), -1 the session is not as expected."""
+        ints: dict[str, str] = {}
+        floats: dict[str, str] = {}
+        for f, v in (usage or {}).items():
+            if isinstance(v, float):  # a float field stays float (HINCRBY on "0.5" fails)
+                floats[f] = repr(v)
+            elif v:
+                ints[f] = str(int(v))
+        payload = {
+            "messages": [json.dumps(m) for m in messages],
+            "ints": ints,
+            "floats": floats,
+            "agent": {k: str(v) for k, v in (agent_fields or {}).items()},
+            "events": [[kind, json.dumps(data)] for kind, data in events or []],
+            "settle": settle.holder if settle is not None else "",
+            "clear": list(clear_task_fields),
+            "set": {k: str(v) for k, v in (set_task_fields or {}).items()},
+        }
+        args: list[str | int] = [
+            self.k.prefix,
+            task_id,
+            agent,
+            token,
+            expected,
+            json.dumps(payload),
+        ]
+        return int(await self._store_turn(args=args))
 
     async def usage(self, kind: str | None = None, name: str = "") -> dict[str, float]:
         key = self.k.usage if kind is None else self.k.usage_of(kind, name)

@@ -91,6 +91,7 @@ class RateLimiter:
         window_s: float = 60.0,
     ):
         self.r = r
+        self.credential = credential
         self.window_ms = int(window_s * 1000)
         self.max_requests = requests_per_window
         self.max_tokens = tokens_per_window

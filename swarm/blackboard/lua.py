@@ -35,6 +35,13 @@ local function fail_cascade(id, agent, reason)
     i = i + 1
   end
 end
+-- a lease's fencing token: every claim (and re-attach) draws a new one, and every write
+-- by an agent carries it, so a process that lost its lease can never write again
+local function holds(k, me, token)
+  local v = redis.call('HMGET', k, 'status', 'assignee', 'fence')
+  if v[1] ~= 'claimed' or v[2] ~= me then return false end
+  return token == '' or v[3] == token
+end
 local function promote(id)  -- dependents whose needs are now all completed become ready
   for _, dep in ipairs(redis.call('SMEMBERS', p .. ':dependents:' .. id)) do
     local dk = p .. ':task:' .. dep
@@ -52,7 +59,7 @@ local function promote(id)  -- dependents whose needs are now all completed beco
 end
 """
 
-# ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts} or nil
+# ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts, token} or nil
 CLAIM = (
     COMMON
     + r"""
@@ -63,9 +70,10 @@ for _, id in ipairs(ids) do
   local k = p .. ':task:' .. id
   local v = redis.call('HMGET', k, 'status', 'assignee', 'attempts')
   if v[1] == 'claimed' and v[2] == me then
+    local token = redis.call('HINCRBY', k, 'fence', 1)
     redis.call('HSET', k, 'lease_until', now + lease)
-    emit('task_resumed', id, me, '{}')
-    return {id, 'resumed', v[3]}
+    emit('task_resumed', id, me, cjson.encode({token = token}))
+    return {id, 'resumed', v[3], tostring(token)}
   end
 end
 for _, id in ipairs(ids) do
@@ -85,36 +93,35 @@ for _, id in ipairs(ids) do
   end
   if v[1] == 'ready' and for_me then
     local n = redis.call('HINCRBY', k, 'attempts', 1)
+    local token = redis.call('HINCRBY', k, 'fence', 1)
     redis.call('HSET', k, 'status', 'claimed', 'assignee', me, 'lease_until', now + lease,
       'claimed_at', now)
-    emit('task_claimed', id, me, cjson.encode({attempt = n}))
-    return {id, 'claimed', tostring(n)}
+    emit('task_claimed', id, me, cjson.encode({attempt = n, token = token}))
+    return {id, 'claimed', tostring(n), tostring(token)}
   end
 end
 return nil
 """
 )
 
-# ARGV: prefix, task, agent, lease_ms -> 1 if the lease is still ours
+# ARGV: prefix, task, agent, lease_ms, token -> 1 if the lease is still ours
 HEARTBEAT = (
     COMMON
     + r"""
 local k = p .. ':task:' .. ARGV[2]
-local v = redis.call('HMGET', k, 'status', 'assignee')
-if v[1] ~= 'claimed' or v[2] ~= ARGV[3] then return 0 end
+if not holds(k, ARGV[3], ARGV[5]) then return 0 end
 redis.call('HSET', k, 'lease_until', now_ms() + tonumber(ARGV[4]))
 return 1
 """
 )
 
-# ARGV: prefix, task, agent, result, result preview -> 1 completed, 0 not ours (or already terminal)
+# ARGV: prefix, task, agent, result, result preview, token -> 1 completed, 0 not ours
 COMPLETE = (
     COMMON
     + r"""
 local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
-local v = redis.call('HMGET', k, 'status', 'assignee')
-if v[1] ~= 'claimed' or v[2] ~= me then return 0 end
+if not holds(k, me, ARGV[6]) then return 0 end
 redis.call('HSET', k, 'status', 'completed', 'result', ARGV[4], 'finished_at', now_ms(),
   'lease_until', 0)
 emit('task_completed', id, me, cjson.encode({result = ARGV[5]}))
@@ -123,7 +130,7 @@ return 1
 """
 )
 
-# ARGV: prefix, task, agent ('' = the coordinator), reason -> 1 failed, 0 not allowed
+# ARGV: prefix, task, agent ('' = the coordinator), reason, token -> 1 failed, 0 not allowed
 FAIL = (
     COMMON
     + r"""
@@ -131,7 +138,7 @@ local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
 local v = redis.call('HMGET', k, 'status', 'assignee')
 if v[1] == 'completed' or v[1] == 'failed' or v[1] == false then return 0 end
-if me ~= '' and (v[1] ~= 'claimed' or v[2] ~= me) then return 0 end
+if me ~= '' and not holds(k, me, ARGV[5]) then return 0 end
 fail_cascade(id, me, ARGV[4])
 return 1
 """
@@ -280,13 +287,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
-# ARGV: prefix, task, agent, reason -> 1 released back to ready (the attempt is not counted)
+# ARGV: prefix, task, agent, reason, token -> 1 released back to ready (the attempt is
+# not counted)
 RELEASE = (
     COMMON
     + r"""
 local k = p .. ':task:' .. ARGV[2]
-local v = redis.call('HMGET', k, 'status', 'assignee')
-if v[1] ~= 'claimed' or v[2] ~= ARGV[3] then return 0 end
+if not holds(k, ARGV[3], ARGV[5]) then return 0 end
 redis.call('HSET', k, 'status', 'ready', 'assignee', '', 'lease_until', 0)
 redis.call('HINCRBY', k, 'attempts', -1)
 emit('task_released', ARGV[2], ARGV[3], cjson.encode({reason = ARGV[4]}))
@@ -306,14 +313,13 @@ return 1
 )
 
 # A finished task whose work is committed enters the merge queue.
-# ARGV: prefix, task, agent, result, preview, commit -> 1 queued, 0 not ours
+# ARGV: prefix, task, agent, result, preview, commit, token -> 1 queued, 0 not ours
 SUBMIT = (
     COMMON
     + r"""
 local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
-local v = redis.call('HMGET', k, 'status', 'assignee')
-if v[1] ~= 'claimed' or v[2] ~= me then return 0 end
+if not holds(k, me, ARGV[7]) then return 0 end
 redis.call('HSET', k, 'status', 'merging', 'result', ARGV[4], 'commit', ARGV[6],
   'lease_until', 0, 'queued_at', now_ms())
 redis.call('HDEL', k, 'rework', 'prefer', 'prefer_until')
@@ -370,3 +376,113 @@ emit('task_ready', id, '', cjson.encode({reason = ARGV[3]}))
 return 1
 """
 )
+
+# One model turn (or tool results) stored at once: messages, usage, agent fields, events
+# and the settling of the budget reservation. Fenced: messages and agent fields are only
+# stored by the lease's holder (usage is recorded either way: it was spent). Idempotent:
+# the caller says how long the session was before this turn, so a retry after a lost
+# reply finds its messages already there and stores nothing twice.
+# ARGV: prefix, task, agent, token ('' = not fenced), expected length (-1 = unchecked),
+# payload json {messages = [json], ints = {f = n}, floats = {f = "x"}, agent = {f = v},
+# events = [[kind, data json]], settle = holder, clear = [fields], set = {f = v}}
+# -> 1 stored, 2 already stored, 0 not the holder, -1 the session is not as expected
+STORE_TURN = (
+    COMMON
+    + r"""
+local id, me, token, expected = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local t = cjson.decode(ARGV[6])
+local k = p .. ':task:' .. id
+local skey = p .. ':session:' .. id
+local len = redis.call('LLEN', skey)
+local msgs = t.messages or {}
+if expected >= 0 and len ~= expected then
+  if len == expected + #msgs and #msgs > 0 and redis.call('LINDEX', skey, -1) == msgs[#msgs] then
+    return 2
+  end
+  return -1
+end
+local mine = token == '' or holds(k, me, token)
+if t.settle and t.settle ~= '' then redis.call('HDEL', p .. ':budget', t.settle) end
+for _, key in ipairs({p .. ':usage', p .. ':usage:agent:' .. me, p .. ':usage:task:' .. id}) do
+  for f, v in pairs(t.ints or {}) do
+    if tonumber(v) ~= 0 then redis.call('HINCRBY', key, f, v) end
+  end
+  for f, v in pairs(t.floats or {}) do redis.call('HINCRBYFLOAT', key, f, v) end
+end
+if t.ints and t.ints.turns then  -- a model request succeeded: no provider outage now
+  redis.call('HSET', p .. ':meta', 'last_turn_ms', now_ms())
+  redis.call('HDEL', p .. ':meta', 'provider_failing_since', 'provider_error')
+end
+if not mine then return 0 end
+if #msgs > 0 then redis.call('RPUSH', skey, unpack(msgs)) end
+for _, f in ipairs(t.clear or {}) do redis.call('HDEL', k, f) end
+for f, v in pairs(t.set or {}) do redis.call('HSET', k, f, v) end
+for f, v in pairs(t.agent or {}) do redis.call('HSET', p .. ':agent:' .. me, f, v) end
+for _, e in ipairs(t.events or {}) do emit(e[1], id, me, e[2]) end
+return 1
+"""
+)
+
+# After an outage (Redis unreachable, the run stopped): every lease still held gets a
+# fresh deadline, so its agent re-attaches instead of the lapse costing an attempt.
+# ARGV: prefix, lease_ms -> number of leases extended
+EXTEND_LEASES = (
+    COMMON
+    + r"""
+local deadline = now_ms() + tonumber(ARGV[2])
+local n = 0
+for _, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
+  local k = p .. ':task:' .. id
+  if redis.call('HGET', k, 'status') == 'claimed' then
+    redis.call('HSET', k, 'lease_until', deadline)
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+# `swarm resume RUN --retry-failed`: failed tasks get a new attempt (their sessions go on,
+# with a note saying so); a task waits again for needs that are not completed.
+# ARGV: prefix -> number of tasks revived
+RETRY_FAILED = (
+    COMMON
+    + r"""
+local n = 0
+local ids = redis.call('LRANGE', p .. ':tasks', 0, -1)
+for _, id in ipairs(ids) do
+  local k = p .. ':task:' .. id
+  local v = redis.call('HMGET', k, 'status', 'error')
+  if v[1] == 'failed' then
+    redis.call('HSET', k, 'status', 'pending', 'attempts', 0, 'merge_attempts', 0,
+      'retry', v[2] or '', 'error', '', 'assignee', '', 'lease_until', 0)
+    redis.call('HDEL', k, 'finished_at')
+    n = n + 1
+  end
+end
+for _, id in ipairs(ids) do
+  local k = p .. ':task:' .. id
+  if redis.call('HGET', k, 'status') == 'pending' then
+    local ok = true
+    for _, need in ipairs(cjson.decode(redis.call('HGET', k, 'needs'))) do
+      if redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then ok = false end
+    end
+    if ok then redis.call('HSET', k, 'status', 'ready') end
+  end
+end
+if n > 0 then emit('tasks_retried', '', '', cjson.encode({count = n})) end
+return n
+"""
+)
+
+# The coordinator's lease on its run: taken at start (or on a takeover), renewed while it
+# lives. A lapsed lease is free; a held one only by its token, or by force (a takeover).
+# ARGV: prefix, holder json (with its token), ttl_ms, token, force ('1' | '')
+# -> 1 held, 0 someone else holds it
+COORDINATOR_LEASE = r"""
+local key = ARGV[1] .. ':coordinator'
+local cur = redis.call('GET', key)
+if cur and ARGV[5] ~= '1' and cjson.decode(cur).token ~= ARGV[4] then return 0 end
+redis.call('SET', key, ARGV[2], 'PX', tonumber(ARGV[3]))
+return 1
+"""

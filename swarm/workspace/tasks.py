@@ -36,7 +36,7 @@ class TaskWorkspaces:
         return rework_text(task.id, self.s.run_branch, details, conflicts)
 
     async def finish(
-        self, task: TaskView, agent: str, result: str
+        self, task: TaskView, agent: str, result: str, token: str = ""
     ) -> tuple[Literal["unchanged", "queued", "lost"], str]:
         """Commit the task's work; a task that changed nothing completes at once, one that
         changed something enters the merge queue. Returns what happened and the commit."""
@@ -45,7 +45,7 @@ class TaskWorkspaces:
         if head == base:  # nothing to merge, nothing to lose: the worktree goes now
             await asyncio.to_thread(self.wt.remove_task, task.id, True)
             return "unchanged", head
-        ok = await self.board.submit(task.id, agent, result, head)
+        ok = await self.board.submit(task.id, agent, result, head, token)
         return ("queued" if ok else "lost"), head
 
 

@@ -93,7 +93,7 @@ async def test_expired_lease_requeues_then_fails_after_attempts(board: Blackboar
     await add(board, "a", max_attempts=2)
     await add(board, "child", needs=["a"])
     c = await board.claim("x", "dev", 50)
-    assert c == ("a", "claimed", 1)
+    assert c is not None and c[:3] == ("a", "claimed", 1)
     assert await board.requeue_expired() == 0  # not yet expired
     await asyncio.sleep(0.12)
     assert not await board.heartbeat("a", "y", 1000)  # not the holder
@@ -103,7 +103,7 @@ async def test_expired_lease_requeues_then_fails_after_attempts(board: Blackboar
     assert not await board.heartbeat("a", "x", 1000)  # the lease is gone
     assert not await board.complete("a", "x", "too late")
     c = await board.claim("y", "dev", 50)
-    assert c == ("a", "claimed", 2)
+    assert c is not None and c[:3] == ("a", "claimed", 2)
     await asyncio.sleep(0.12)
     assert await board.requeue_expired() == 1
     a, child = await board.task("a"), await board.task("child")
@@ -126,8 +126,11 @@ async def test_heartbeat_keeps_the_lease(board: Blackboard) -> None:
 async def test_restarted_agent_resumes_its_own_claim(board: Blackboard) -> None:
     await add(board, "a")
     await add(board, "b")
-    assert await board.claim("x", "dev", 10_000) == ("a", "claimed", 1)
-    assert await board.claim("x", "dev", 10_000) == ("a", "resumed", 1)
+    first = await board.claim("x", "dev", 10_000)
+    again = await board.claim("x", "dev", 10_000)
+    assert first is not None and first[:3] == ("a", "claimed", 1)
+    assert again is not None and again[:3] == ("a", "resumed", 1)
+    assert again.token != first.token  # re-attaching fences off the process before it
 
 
 async def test_waiting_blocks_until_an_event(board: Blackboard) -> None:
@@ -202,7 +205,8 @@ async def test_resume_gives_claimed_tasks_a_fresh_lease(board: Blackboard) -> No
     await asyncio.sleep(0.1)  # the lease expires while the run is stopped
     await board.resume_run()
     assert await board.requeue_expired() == 0  # no attempt lost, nothing failed
-    assert await board.claim("x", "dev", 10_000) == ("a", "resumed", 1)
+    c = await board.claim("x", "dev", 10_000)
+    assert c is not None and c[:3] == ("a", "resumed", 1)
 
 
 async def test_stop_never_overwrites_a_final_state(board: Blackboard) -> None:
@@ -210,3 +214,74 @@ async def test_stop_never_overwrites_a_final_state(board: Blackboard) -> None:
     await board.set_state("completed")
     assert not await board.request_stop("late")
     assert (await board.meta())["state"] == "completed"
+
+
+async def test_a_stale_token_can_never_write(board: Blackboard) -> None:
+    """Two processes acting as one agent (a partitioned old actor and its replacement):
+    only the latest claim's token renews, stores a turn, completes, fails or releases."""
+    await add(board, "a")
+    old = await board.claim("x", "dev", 10_000)
+    new = await board.claim("x", "dev", 10_000)  # the replacement re-attaches
+    assert old is not None and new is not None and new.kind == "resumed"
+    assert not await board.heartbeat("a", "x", 10_000, old.token)
+    assert await board.heartbeat("a", "x", 10_000, new.token)
+    msg = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    stale = await board.record_turn("x", "a", [msg], usage={"turns": 1}, token=old.token)
+    assert stale == 0 and await board.session("a") == []
+    assert (await board.usage())["turns"] == 1  # spent is spent: usage is kept anyway
+    assert not await board.complete("a", "x", "old result", old.token)
+    assert not await board.fail("a", "x", "old failure", old.token)
+    assert not await board.release("a", "x", "old release", old.token)
+    assert not await board.submit("a", "x", "r", "abc", old.token)
+    assert await board.record_turn("x", "a", [msg], token=new.token, expected=0) == 1
+    assert await board.complete("a", "x", "new result", new.token)
+    t = await board.task("a")
+    assert t is not None and t.status == "completed" and t.result == "new result"
+
+
+async def test_a_turn_stored_twice_is_stored_once(board: Blackboard) -> None:
+    """A retry after a lost reply (Redis answered, the reply never arrived) finds its
+    messages there and stores nothing twice: no duplicated message, no double usage."""
+    await add(board, "a")
+    c = await board.claim("x", "dev", 10_000)
+    assert c is not None
+    m1 = {"role": "user", "content": [{"type": "text", "text": "task"}]}
+    m2 = {"role": "assistant", "content": [{"type": "text", "text": "done"}]}
+    assert await board.record_turn("x", "a", [m1], token=c.token, expected=0) == 1
+    args = dict(usage={"turns": 1, "usd": 0.25}, token=c.token, expected=1)
+    assert await board.record_turn("x", "a", [m2], **args) == 1  # type: ignore[arg-type]
+    assert await board.record_turn("x", "a", [m2], **args) == 2  # type: ignore[arg-type]
+    assert await board.session("a") == [m1, m2]
+    assert (await board.usage())["usd"] == 0.25
+    other = {"role": "user", "content": [{"type": "text", "text": "someone else"}]}
+    assert await board.record_turn("x", "a", [other], token=c.token, expected=1) == -1
+
+
+async def test_retry_failed_revives_failed_tasks_and_their_dependants(board: Blackboard) -> None:
+    await add(board, "a")
+    await board.create_task({"id": "b", "title": "b", "role": "dev"}, needs=["a"])
+    c = await board.claim("x", "dev", 10_000)
+    assert c is not None and await board.fail("a", "x", "broke", c.token)
+    assert [t.status for t in await board.tasks()] == ["failed", "failed"]
+    assert await board.retry_failed() == 2
+    a, b = await board.tasks()
+    assert (a.status, a.retry, a.attempts, b.status) == ("ready", "broke", 0, "pending")
+    c = await board.claim("x", "dev", 10_000)
+    assert c is not None and c.task_id == "a"
+    assert await board.complete("a", "x", "ok", c.token)
+    assert (await board.task("b")).status == "ready"  # type: ignore[union-attr]
+
+
+async def test_coordinator_lease_is_exclusive_until_it_lapses(board: Blackboard) -> None:
+    one = {"token": "t1", "pid": 1}
+    two = {"token": "t2", "pid": 2}
+    assert await board.hold_coordinator(one, 300)
+    assert await board.hold_coordinator(one, 300)  # renewing
+    assert not await board.hold_coordinator(two, 300)
+    held = await board.coordinator()
+    assert held is not None and held[0]["token"] == "t1" and 0 < held[1] <= 300
+    await asyncio.sleep(0.4)
+    assert await board.coordinator() is None
+    assert await board.hold_coordinator(two, 300)
+    assert not await board.hold_coordinator(one, 300)  # the old one cannot take it back
+    assert await board.hold_coordinator(one, 300, force=True)  # a takeover can
