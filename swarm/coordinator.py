@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from swarm.config import Reliability
 from swarm.errors import BadInput
 from swarm.hosting import AgentActor, AgentSpec, actor_env, start_ray
 from swarm.liveness import coordinator_holder
+from swarm.reaper import start_reaper
 from swarm.tools.bash import KILL_GRACE_S
 from swarm.workspace.queue import MergeQueue
 from swarm.workspace.worktrees import RunWorktrees, WorkspaceSettings
@@ -62,6 +64,7 @@ class Coordinator:
         self.respawns: dict[str, int] = {}
         self.holder = coordinator_holder()
         self.lease_lost = False
+        self.reaper: subprocess.Popen[bytes] | None = None
 
     # -- agents ------------------------------------------------------------------------
     def _spawn_one(self, spec: AgentSpec) -> None:
@@ -91,8 +94,19 @@ class Coordinator:
 
     def spawn(self) -> None:
         start_ray()
+        self._watch_ray()
         for spec in self.specs:
             self._spawn_one(spec)
+
+    def _watch_ray(self) -> None:
+        """A local Ray dies with this process: a reaper sees to what Ray's own clean-up
+        leaves behind (and the agents' commands) should this process be killed."""
+        if self.reaper is not None:
+            self.reaper.terminate()
+        if os.environ.get("RAY_ADDRESS"):
+            return
+        node = getattr(ray_worker(), "_global_node", None)
+        self.reaper = start_reaper(self.board.run_id, getattr(node, "session_name", "") or "")
 
     async def _await_actor(self, name: str, actor: Any) -> None:
         ref = actor.run.remote()
@@ -114,6 +128,7 @@ class Coordinator:
         if not await _ray_alive():
             await self.board.emit("ray_lost", data={"agents": len(self.actors)})
             await _restart_ray()
+            self._watch_ray()
             dead = list(self.runs)
         by_name = {s.agent.name: s for s in self.specs}
         for name in dead:
@@ -172,6 +187,8 @@ class Coordinator:
                     loop.remove_signal_handler(sig)
             await self._stop()
             await self._stop_queue(merger, state)
+            if self.reaper is not None:
+                self.reaper.terminate()  # a clean stop: nothing for it to reap
             renewer.cancel()
             if not self.lease_lost:
                 await self.board.drop_coordinator(self.holder["token"])
@@ -306,6 +323,12 @@ class Coordinator:
             await self.board.update_agent(
                 name, event="agent_status", data={"status": "stopped"}, status="stopped"
             )
+
+
+def ray_worker() -> Any:
+    import ray._private.worker as worker
+
+    return worker
 
 
 async def _ray_alive(timeout_s: float = 10.0) -> bool:

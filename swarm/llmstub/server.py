@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import socket
 import threading
@@ -160,6 +161,48 @@ class _NoResponse(Response):
 DropHook = Callable[[tuple[str, int] | None], bool]
 
 
+@dataclass
+class Chaos:
+    """Faults an operator turns on for the whole server, on top of the script: a provider
+    outage (every request answers ``status`` until ``until``), a share of random errors,
+    and keys the provider rejects (401), as when a key is revoked. Set through
+    ``StubServer.chaos(...)`` or ``POST /_stub/chaos`` (a JSON object of these fields;
+    ``outage_s`` sets ``until`` from now)."""
+
+    status: int = 529
+    until: float = 0.0  # epoch seconds
+    random_rate: float = 0.0
+    random_statuses: tuple[int, ...] = (429, 529)
+    rejected_keys: frozenset[str] = frozenset()
+    seed: int = 0
+
+    def update(self, data: dict[str, Any]) -> None:
+        if "outage_s" in data:
+            self.until = time.time() + float(data["outage_s"])
+        if "status" in data:
+            self.status = int(data["status"])
+        if "random_rate" in data:
+            self.random_rate = float(data["random_rate"])
+        if "random_statuses" in data:
+            self.random_statuses = tuple(int(x) for x in data["random_statuses"])
+        if "rejected_keys" in data:
+            self.rejected_keys = frozenset(str(k) for k in data["rejected_keys"])
+
+    def fault_for(self, key: str, rng: random.Random) -> int | None:
+        if key and key in self.rejected_keys:
+            return 401
+        if time.time() < self.until:
+            return self.status
+        if self.random_rate and rng.random() < self.random_rate:
+            return rng.choice(self.random_statuses)
+        return None
+
+
+def _request_key(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return request.headers.get("x-api-key") or auth.removeprefix("Bearer ").strip()
+
+
 class StubApp:
     """The ASGI application: validates, matches the script, injects faults, answers, records."""
 
@@ -167,6 +210,8 @@ class StubApp:
         self.script = script
         self.log = log
         self.drop_connection: DropHook | None = None
+        self.chaos = Chaos()
+        self._rng = random.Random(0)
         self._attempts: dict[tuple[int, str | None, str | None, int], int] = {}
         self._lock = threading.Lock()
         self.anthropic = AnthropicFormat()
@@ -178,6 +223,7 @@ class StubApp:
                 Route("/v1/chat/completions", self._chat_endpoint, methods=["POST"]),
                 Route("/openai/v1/chat/completions", self._openai_endpoint, methods=["POST"]),
                 Route("/mistral/v1/chat/completions", self._mistral_endpoint, methods=["POST"]),
+                Route("/_stub/chaos", self._chaos_endpoint, methods=["POST", "GET"]),
                 Route(
                     "/{path:path}",
                     self._not_found,
@@ -199,6 +245,21 @@ class StubApp:
         agent = request.headers.get("user-agent", "").lower()
         mistral = "mistral" in agent
         return await self.handle(request, self.mistral if mistral else self.openai)
+
+    async def _chaos_endpoint(self, request: Request) -> Response:
+        if request.method == "POST":
+            with self._lock:
+                self.chaos.update(await request.json())
+        c = self.chaos
+        return JSONResponse(
+            {
+                "status": c.status,
+                "until": c.until,
+                "random_rate": c.random_rate,
+                "random_statuses": list(c.random_statuses),
+                "rejected_keys": len(c.rejected_keys),
+            }
+        )
 
     async def _openai_endpoint(self, request: Request) -> Response:
         return await self.handle(request, self.openai)
@@ -257,6 +318,16 @@ class StubApp:
                 )
             )
 
+        with self._lock:
+            chaos = self.chaos.fault_for(_request_key(request), self._rng)
+        if chaos is not None:
+            message = (
+                "stub: invalid x-api-key"
+                if chaos == 401
+                else f"stub: injected HTTP {chaos} (operator chaos)"
+            )
+            record(chaos, "chaos", message)
+            return fmt.error_response(chaos, message)
         try:
             if not isinstance(body, dict):
                 raise bad_request("stub: the request body must be a JSON object")
@@ -400,6 +471,11 @@ class StubServer:
     def reset_faults(self) -> None:
         """Forget fault attempt counters, so every turn serves its faults again."""
         self._app.reset_faults()
+
+    def chaos(self, **fields: Any) -> None:
+        """Turn server-wide faults on or off (see ``Chaos``)."""
+        with self._app._lock:
+            self._app.chaos.update(fields)
 
     def start(self, timeout: float = 10.0) -> StubServer:
         if self._thread is not None:

@@ -117,7 +117,8 @@ CONFLICT_SCRIPT = {
             "agent": "alice",
             "task": "ta",
             "turns": [
-                call("read", file_path="a.py"),
+                # a head start for bob: his worktree must start before ta is merged
+                {"delay_s": 2, **call("read", file_path="a.py")},
                 call("write", file_path="a.py", content="x = 2\n"),
                 {"text": "set x to 2"},
             ],

@@ -1,0 +1,94 @@
+"""The run's reaper: a small detached process that outlives its coordinator by at most
+a second and then kills what the coordinator leaves behind when it dies without a
+shutdown (SIGKILL, OOM): the local Ray it started (Ray's own clean-up leaves its dashboard
+and runtime-env agents running) and the commands its agents started (found by the run's
+marker). It never signals a process group, only pids it found and checked (> 1).
+
+    python -m swarm.reaper --watch PID --watch-start T --run RUN [--ray-session NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from swarm.leftovers import kill_run_processes
+from swarm.liveness import process_start
+
+
+def _watched_alive(pid: int, started: float | None) -> bool:
+    now = process_start(pid)
+    return now is not None and (started is None or abs(now - started) < 1.0)
+
+
+def ray_session_processes(session: str) -> list[int]:
+    """Processes of a local Ray session (their command line names the session)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.pid > 1 and p.pid != os.getpid() and session in " ".join(p.info["cmdline"] or []):
+                found.append(p.pid)
+    return found
+
+
+def reap(run_id: str, session: str) -> None:
+    kill_run_processes(run_id)
+    if session:
+        for pid in ray_session_processes(session):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_reaper(run_id: str, ray_session: str = "") -> subprocess.Popen[bytes] | None:
+    """Start the reaper for this process (the coordinator); None where it cannot run."""
+    started = process_start(os.getpid())
+    args = [sys.executable, "-m", "swarm.reaper", "--watch", str(os.getpid()), "--run", run_id]
+    if started is not None:
+        args += ["--watch-start", repr(started)]
+    if ray_session:
+        args += ["--ray-session", ray_session]
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or SIGHUP of the terminal must not stop it
+        )
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swarm.reaper")
+    parser.add_argument("--watch", type=int, required=True)
+    parser.add_argument("--watch-start", type=float, default=None)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--ray-session", default="")
+    parser.add_argument("--interval", type=float, default=0.5)
+    a = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stop = False
+
+    def on_term(*_: object) -> None:  # the coordinator shut down cleanly: nothing to do
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    while not stop and _watched_alive(a.watch, a.watch_start):
+        time.sleep(a.interval)
+    if not stop:
+        reap(a.run, a.ray_session)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The fault suite: each fault injected from outside into a real swarm; every task
+completes exactly once, no turn is stored twice, and the figures go to the fault table.
+Quick sizes here (inside `make test`); full sizes with `make faults`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.faults.harness import GOOD_KEY, Swarm, descendants, finish, size
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+
+def _assert_clean(swarm: Swarm, fig: object) -> None:
+    assert fig.lost == 0, fig
+    assert fig.completed_twice == 0, fig
+    assert fig.turns_stored_twice == 0, fig
+    # every task's command ran, and (outside a killed command's turn) once
+    lines = swarm.log_lines()
+    assert set(lines) == {f"t{i:02d}" for i in range(swarm.n_tasks)}, lines
+
+
+def test_agent_actors_sigkilled_mid_run(tmp_path: Path) -> None:
+    n_tasks, kills = size(16, 40), size(3, 10)
+    with Swarm(tmp_path, "f-actors", n_tasks, agents=4) as swarm:
+        proc = swarm.launch()
+        killed = 0
+        first_kill = None
+        while killed < kills and proc.poll() is None:
+            target = (killed + 1) * n_tasks // (kills + 2)
+            swarm.wait_for(lambda b, n=target: _at_least(b, n), 240, f"{target} tasks completed")
+            pids = [p for p in swarm.agent_pids() if psutil.pid_exists(p) and p != os.getpid()]
+            if not pids:
+                continue
+            os.kill(pids[killed % len(pids)], signal.SIGKILL)
+            first_kill = first_kill or time.time()
+            killed += 1
+        code, out = finish(proc, 400)
+        assert code == 0, out[-4000:]
+        fig = swarm.figures("agent actor SIGKILL", first_kill, [code], f"{killed} kills")
+        fig.report()
+        _assert_clean(swarm, fig)
+        assert killed == kills
+
+
+def test_raylet_sigkilled_ray_restarts_and_agents_continue(tmp_path: Path) -> None:
+    n_tasks = size(24, 40)  # long enough for the agents to notice their raylet is gone
+    with Swarm(tmp_path, "f-raylet", n_tasks, agents=3, delay_s=1.0) as swarm:
+        proc = swarm.launch()
+        swarm.wait_for(lambda b: _at_least(b, 2), 240, "2 tasks completed")
+        raylets = descendants(proc.pid, "raylet")
+        assert raylets, "no raylet under the launch process"
+        raylets[0].kill()
+        fault_at = time.time()
+        code, out = finish(proc, 400)
+        assert code == 0, out[-4000:]
+        events = swarm.board_call(lambda b: b.events(count=1_000_000))
+        seen = [
+            (round(e.ts / 1000 - fault_at, 1), e.type, e.agent, e.data)
+            for e in events
+            if e.ts / 1000 > fault_at - 1
+            and e.type
+            not in ("model_turn", "tool_call", "session_started", "task_claimed", "task_completed")
+        ]
+        assert any(e.type == "ray_lost" for e in events), seen
+        assert not any(e.type == "task_failed" for e in events)
+        fig = swarm.figures("raylet SIGKILL (node loss)", fault_at, [code])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+def test_coordinator_sigkilled_then_resumed(tmp_path: Path) -> None:
+    n_tasks = size(8, 20)
+    with Swarm(tmp_path, "f-coord", n_tasks, agents=3, lease_s=4.0) as swarm:
+        proc = swarm.launch()
+        swarm.wait_for(lambda b: _at_least(b, 2), 240, "2 tasks completed")
+        tree = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        fault_at = time.time()
+        status = swarm.cli("status", swarm.run_id, "--json")
+        code, out = finish(status, 60)
+        assert code == 0 and json.loads(out)["state"] == "orphaned", out[-2000:]
+        # nothing of the run outlives its dead coordinator for more than a lease period
+        deadline = time.monotonic() + 4.0 + 15
+        while time.monotonic() < deadline and _alive(tree):
+            time.sleep(0.5)
+        assert not _alive(tree), [p.cmdline()[:2] for p in _alive(tree)]
+        resumed = swarm.resume()
+        code2, out2 = finish(resumed, 400)
+        assert code2 == 0, out2[-4000:]
+        assert "taking run" in out2
+        fig = swarm.figures("coordinator SIGKILL, then resume", fault_at, [-9, code2])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+def test_sighup_stops_like_sigterm_and_resume_completes(tmp_path: Path) -> None:
+    n_tasks = size(6, 12)
+    with Swarm(tmp_path, "f-hup", n_tasks, agents=2) as swarm:
+        proc = swarm.launch()
+        swarm.wait_for(lambda b: _at_least(b, 1), 240, "1 task completed")
+        proc.send_signal(signal.SIGHUP)
+        fault_at = time.time()
+        code, out = finish(proc, 120)
+        assert code == 130, out[-4000:]
+        state = swarm.board_call(lambda b: b.meta())["state"]
+        assert state == "interrupted"
+        code2, out2 = finish(swarm.resume(), 400)
+        assert code2 == 0, out2[-4000:]
+        fig = swarm.figures("SIGHUP (terminal closed), then resume", fault_at, [code, code2])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+@pytest.mark.parametrize("outage_s", [8] + ([60] if os.environ.get("SWARM_FAULTS_FULL") else []))
+def test_external_redis_killed_and_back(tmp_path: Path, outage_s: int) -> None:
+    n_tasks = size(8, 20)
+    with Swarm(tmp_path, "f-redis", n_tasks, agents=3, delay_s=0.5) as swarm:
+        proc = swarm.launch()
+        swarm.wait_for(lambda b: _at_least(b, 2), 240, "2 tasks completed")
+        swarm.redis.kill()
+        fault_at = time.time()
+        time.sleep(outage_s)
+        swarm.redis.start()
+        code, out = finish(proc, 400)
+        assert code == 0, out[-4000:]
+        assert "Traceback" not in out, out[-4000:]
+        fig = swarm.figures(f"external Redis SIGKILL, back after {outage_s} s", fault_at, [code])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+def test_provider_storm_longer_than_the_retry_window(tmp_path: Path) -> None:
+    n_tasks = size(6, 12)
+    with Swarm(tmp_path, "f-storm", n_tasks, agents=3) as swarm:
+        proc = swarm.launch()
+        swarm.wait_for(lambda b: _at_least(b, 1), 240, "1 task completed")
+        storm = size(25, 60)
+        swarm.stub.chaos(status=529, outage_s=storm)
+        fault_at = time.time()
+        code, out = finish(proc, 600)
+        assert code == 0, out[-4000:]
+        events = swarm.board_call(lambda b: b.events(count=1_000_000))
+        kinds = {e.type for e in events}
+        assert "circuit_open" in kinds and "task_released" in kinds, sorted(kinds)
+        assert "task_failed" not in kinds
+        fig = swarm.figures(f"provider 529 storm for {storm} s", fault_at + storm, [code])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+def test_rejected_key_stops_the_run_once_and_resume_completes(tmp_path: Path) -> None:
+    n_tasks = size(4, 8)
+    with Swarm(tmp_path, "f-401", n_tasks, agents=2) as swarm:
+        bad = "sk-faults-revoked-key-987654321"
+        swarm.key = bad
+        swarm.stub.chaos(rejected_keys=[bad])
+        code, out = finish(swarm.launch(), 240)
+        assert code == 130, out[-4000:]
+        meta = swarm.board_call(lambda b: b.meta())
+        assert "ANTHROPIC_API_KEY" in meta["reason"] and bad not in meta["reason"], meta
+        events = swarm.board_call(lambda b: b.events(count=1_000_000))
+        assert not any(e.type == "task_failed" for e in events)
+        assert sum(e.type == "run_finished" for e in events) == 1
+        assert bad not in json.dumps([e.model_dump() for e in events]) and bad not in out
+        swarm.key = GOOD_KEY
+        code2, out2 = finish(swarm.resume(), 400)
+        assert code2 == 0, out2[-4000:]
+        fig = swarm.figures("401 (key revoked), resume with a good key", None, [code, code2])
+        fig.report()
+        _assert_clean(swarm, fig)
+
+
+def test_random_429_and_529(tmp_path: Path) -> None:
+    n_tasks = size(10, 40)
+    with Swarm(tmp_path, "f-random", n_tasks, agents=4, delay_s=0.1) as swarm:
+        swarm.stub.chaos(random_rate=0.2, random_statuses=[429, 529])
+        code, out = finish(swarm.launch(), 400)
+        assert code == 0, out[-4000:]
+        fig = swarm.figures("20 % random 429/529", None, [code])
+        fig.report()
+        _assert_clean(swarm, fig)
+        assert fig.wasted > 0  # the faults really were served
+
+
+async def _at_least(board: object, n: int) -> bool:
+    tasks = await board.tasks()  # type: ignore[attr-defined]
+    return sum(t.status == "completed" for t in tasks) >= n
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
