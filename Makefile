@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench faults clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "swarm needs Python 3.11+")'
@@ -28,6 +28,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format swarm tests benchmarks
 	$(VENV)/bin/ruff check --fix swarm tests benchmarks
+
+# the fault suite at full size (make test runs its quick form); writes docs/reliability.md
+faults: $(STAMP)
+	rm -f .faults.jsonl
+	SWARM_FAULTS_FULL=1 SWARM_FAULTS_REPORT=.faults.jsonl $(PY) -m pytest -q -s tests/faults
+	$(PY) -m benchmarks.faults_table .faults.jsonl
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

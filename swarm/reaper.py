@@ -38,12 +38,38 @@ def ray_session_processes(session: str) -> list[int]:
     return found
 
 
-def reap(run_id: str, session: str) -> None:
+def descendants(pid: int) -> dict[int, float]:
+    """The watched process's descendants now, by pid with their start time."""
+    import psutil
+
+    out: dict[int, float] = {}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if not _spared(child.name(), child.cmdline()):
+                    out[child.pid] = child.create_time()
+    return out
+
+
+def _spared(name: str, cmdline: list[str]) -> bool:
+    """The embedded Redis stops itself once its last user is gone (with an fsync'd
+    SHUTDOWN, which a SIGKILL would skip)."""
+    return name == "redis-server" or any("swarm.blackboard" in part for part in cmdline)
+
+
+def reap(run_id: str, session: str, seen: dict[int, float]) -> None:
+    """Kill what is left: descendants seen while the coordinator lived (checked by start
+    time, so a reused pid is spared; Ray's helpers rename themselves, so their command
+    line cannot be relied on), the local Ray session's processes, and the commands of
+    the run."""
     kill_run_processes(run_id)
-    if session:
-        for pid in ray_session_processes(session):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    targets = set(ray_session_processes(session)) if session else set()
+    for pid, started in seen.items():
+        if pid > 1 and pid != os.getpid() and process_start(pid) == started:
+            targets.add(pid)
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def start_reaper(run_id: str, ray_session: str = "") -> subprocess.Popen[bytes] | None:
@@ -83,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    seen: dict[int, float] = {}
     while not stop and _watched_alive(a.watch, a.watch_start):
+        seen.update(descendants(a.watch))
         time.sleep(a.interval)
     if not stop:
-        reap(a.run, a.ray_session)
+        reap(a.run, a.ray_session, seen)
     return 0
 
 
