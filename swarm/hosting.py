@@ -36,6 +36,7 @@ class AgentSpec(BaseModel):
     providers: dict[str, dict[str, Any]]
     workspace: WorkspaceSettings
     output_dir: str
+    pass_env: list[str] = []  # the config's commands.pass_env
 
 
 def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]:
@@ -68,6 +69,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 providers={k: v.model_dump() for k, v in cfg.providers.items()},
                 workspace=plan.workspace,
                 output_dir=str(run_dir / "outputs" / a.name),
+                pass_env=list(cfg.commands.pass_env),
             )
         )
     return out
@@ -104,6 +106,7 @@ def build_loop(
         state=BoardState(board, spec.agent.name),
         locks=BoardLocks(board),
         output_dir=out_dir,
+        pass_env=frozenset(spec.pass_env),
     )
     rules = PermissionRules.model_validate(spec.agent.permissions or {})
     return AgentLoop(
