@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from swarm.errors import ConfigError
 from swarm.paths import data_dirs
 from swarm.roles import RoleCard, load_roles
+from swarm.secrets import is_secret_name
 from swarm.tools.mcp_config import is_mcp_entry
 from swarm.tools.names import BUILTIN_TOOL_NAMES, SWARM_TOOL_NAMES
 from swarm.topology import build_topology
@@ -22,6 +23,7 @@ from swarm.yamlsource import YamlSource
 
 PROVIDERS = ("anthropic", "openai", "mistral", "copilot")
 NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODEL_RE = re.compile(r"^(?P<provider>[a-z0-9_-]+)/(?P<model>\S+)$")
 
 
@@ -97,6 +99,26 @@ class MergeConfig(Strict):
     max_attempts: int = Field(default=3, ge=1)  # merge rounds (conflict, gate) per task
 
 
+class CommandsConfig(Strict):
+    """Settings for every command agents run (bash, command tools, the merge gate)."""
+
+    # agent handles commands may see (swarm.secrets.AGENT_ACCESS_NAMES, e.g. SSH_AUTH_SOCK
+    # for `git push` over ssh); credential variables are never passed
+    pass_env: list[str] = Field(default_factory=list)
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if is_secret_name(name):
+                raise ValueError(
+                    f"{name!r} holds a credential: credentials are never passed to commands"
+                )
+        return v
+
+
 class Phase(Strict):
     name: str
     tasks: list[TaskSpec] = Field(min_length=1)
@@ -121,6 +143,7 @@ class SwarmConfig(Strict):
     # repository); shared: every agent edits the repository in place (the default elsewhere)
     workspace: Literal["worktree", "shared"] | None = None
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     lease_s: float = Field(default=30.0, gt=0)
     reliability: Reliability = Field(default_factory=Reliability)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)

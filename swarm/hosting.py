@@ -38,6 +38,7 @@ class AgentSpec(BaseModel):
     workspace: WorkspaceSettings
     output_dir: str
     redis_outage_s: float = 120.0
+    pass_env: list[str] = []  # the config's commands.pass_env
 
 
 def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]:
@@ -75,6 +76,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 workspace=plan.workspace,
                 output_dir=str(run_dir / "outputs" / a.name),
                 redis_outage_s=cfg.reliability.redis_outage_s,
+                pass_env=list(cfg.commands.pass_env),
             )
         )
     return out
@@ -112,6 +114,7 @@ def build_loop(
         locks=BoardLocks(board),
         output_dir=out_dir,
         env={RUN_ENV: spec.run_id},  # how a resumed run finds commands left behind
+        pass_env=frozenset(spec.pass_env),
     )
     rules = PermissionRules.model_validate(spec.agent.permissions or {})
     return AgentLoop(

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 # Names of environment variables that hold credentials.
 SECRET_NAME = re.compile(
     r"(^|_)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|PRIVATE_KEY)($|_)|^REDIS_URL$",
     re.IGNORECASE,
+)
+#: Credentials whose names the pattern misses.
+KNOWN_SECRET_NAMES = frozenset({"PGPASSWORD", "MYSQL_PWD", "SSHPASS"})
+#: Not credentials but handles on the user's own agents and tickets: with one a command
+#: could sign in as the user (ssh-agent keys, the GnuPG agent, the session D-Bus with its
+#: keyring, a Kerberos ticket cache). Removed from commands' environment unless a config
+#: lists them in ``commands.pass_env``. Hygiene: the default socket paths can be guessed.
+#: Kept on purpose: GNUPGHOME, XDG_RUNTIME_DIR, DISPLAY (locations, not access; removing
+#: them changes which files tools use without keeping them from reading any).
+AGENT_ACCESS_NAMES = frozenset(
+    {"SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS", "KRB5CCNAME"}
 )
 REDACTED = "[redacted]"
 MIN_SECRET_LEN = 8  # shorter values are too likely to occur by chance
@@ -25,13 +36,21 @@ def register_secret_names(names: list[str] | set[str]) -> None:
 
 
 def is_secret_name(name: str) -> bool:
-    return name in _EXTRA_NAMES or bool(SECRET_NAME.search(name))
+    return name in _EXTRA_NAMES or name in KNOWN_SECRET_NAMES or bool(SECRET_NAME.search(name))
 
 
-def scrubbed_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment without credentials, for commands agents run."""
+def scrubbed_env(
+    env: Mapping[str, str] | None = None, allow: Collection[str] = ()
+) -> dict[str, str]:
+    """The environment for commands agents run: without credentials (never, whatever
+    ``allow`` says) and without the agent handles of :data:`AGENT_ACCESS_NAMES` unless
+    named in ``allow`` (a config's ``commands.pass_env``)."""
     source = os.environ if env is None else env
-    return {k: v for k, v in source.items() if not is_secret_name(k)}
+    return {
+        k: v
+        for k, v in source.items()
+        if not is_secret_name(k) and (k not in AGENT_ACCESS_NAMES or k in allow)
+    }
 
 
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:

@@ -50,6 +50,8 @@ class ToolContext:
     swarm: Any = None  # swarm.tools.swarm_tools.SwarmHandle when running in a swarm
     env: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None  # where full bash outputs are kept
+    # agent handles (SSH_AUTH_SOCK...) commands may see: a config's commands.pass_env
+    pass_env: frozenset[str] = frozenset()
 
 
 _REF_PREFIX = "#/$defs/"

@@ -1,10 +1,12 @@
 """The bash tool: one shell command in the workspace, bounded in time, output and processes.
 
 The command runs as ``bash -c`` in its own session (so its own process group), with
-stdin from /dev/null and stdout+stderr interleaved in one pipe. Whatever happens
-(exit, timeout, output flood, cancellation) every process it started is killed
-afterwards: the process group, plus any descendant that left the group (``setsid``),
-found through a per-run marker in its environment.
+stdin from /dev/null and stdout+stderr interleaved in one pipe, inside a PID namespace of
+its own when the OS allows (:mod:`swarm.tools.isolation`: it sees only its own
+processes, not the agent's environment). Whatever happens (exit, timeout, output flood,
+cancellation) every process it started is killed afterwards: the process group, plus
+any descendant that left the group (``setsid``), found through a per-run marker in its
+environment; in a namespace, the end of its init also ends every process in it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import IO
 from pydantic import Field
 
 from swarm.secrets import scrubbed_env
+from swarm.tools import isolation
 from swarm.tools.base import Tool, ToolContext, ToolOutput, ToolParams
 from swarm.tools.sandbox import workspace_root
 
@@ -333,9 +336,15 @@ class Bash(Tool):
         timeout_ms = min(requested, MAX_TIMEOUT_MS)
         marker = secrets.token_hex(8)
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PAGER": "cat"}
-        env.update(scrubbed_env())  # agents' commands never see the swarm's credentials
+        # agents' commands never see the swarm's credentials nor the user's agent sockets
+        env.update(scrubbed_env(allow=ctx.pass_env))
         env.update(ctx.env)
         env[MARKER_ENV] = marker
+        iso = await isolation.acurrent()
+        argv = [shutil.which("bash") or "/bin/bash", "-c", params.command]
+        status_r, status_w = os.pipe() if iso.isolated else (-1, -1)
+        if iso.isolated:
+            argv = isolation.wrap(argv, grace_s=KILL_GRACE_S, status_fd=status_w)
         collector = _Collector(ctx.output_dir or default_output_dir())
         loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -343,19 +352,23 @@ class Bash(Tool):
         proto: _Protocol | None = None
         timed_out = False
         leftovers = False
+        status = isolation.CommandStatus(None, False)
         try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: _Protocol(collector),
-                shutil.which("bash") or "/bin/bash",
-                "-c",
-                params.command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
+            try:
+                transport, proto = await loop.subprocess_exec(
+                    lambda: _Protocol(collector),
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(status_w,) if iso.isolated else (),
+                )
+            finally:
+                if status_w >= 0:
+                    os.close(status_w)  # the init holds the write end now
             pgid = transport.get_pid()
             SPAWNED.append((pgid, marker))
             try:
@@ -375,10 +388,18 @@ class Bash(Tool):
                     leftovers = await asyncio.shield(cleanup)
                 finally:
                     collector.close()
+                    if status_r >= 0:  # written before the init exited
+                        status = isolation.read_status(status_r)
+                        os.close(status_r)
             else:
                 collector.close()
+                if status_r >= 0:
+                    os.close(status_r)
         elapsed_ms = int((time.monotonic() - started) * 1000)
         code = transport.get_returncode() if transport is not None else None
+        if status.returncode is not None:  # the command's own status, not unshare's
+            code = status.returncode
+        leftovers = leftovers or status.leftovers
         text, truncated = collector.render()
         collector.close()
         lines = [text.rstrip("\n") if text.strip() else "(no output)", ""]

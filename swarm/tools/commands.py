@@ -17,8 +17,8 @@ is validated (type, enum, minimum/maximum, pattern) and inserted shell-quoted
 nothing when false; an omitted optional parameter without default inserts nothing.
 Placeholders must stand outside quotes and before any here-document, where quoting
 protects them; ``{{`` and ``}}`` are literal braces; ``${VAR}`` is left to the shell.
-The command runs like the bash tool (own process group, timeout kills the group,
-truncated output, exit code).
+The command runs through the bash tool, so exactly like it (own process group and PID
+namespace, scrubbed environment, timeout kills the group, truncated output, exit code).
 """
 
 from __future__ import annotations

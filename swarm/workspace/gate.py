@@ -1,5 +1,7 @@
 """The merge gate: the repository's own check (a shell command) run on a merged result
-before the run's branch may move. Bounded in time; its whole process group dies with it."""
+before the run's branch may move. Bounded in time; its whole process group dies with it.
+It runs code the agents wrote, so like their commands: in a PID namespace of its own
+when available (:mod:`swarm.tools.isolation`), without credentials or agent sockets."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.secrets import redact, scrubbed_env, secret_values
+from swarm.tools import isolation
 
 TAIL_CHARS = 4000
 
@@ -26,10 +29,10 @@ class GateResult:
 
 async def run_gate(command: str, cwd: Path, timeout_s: float) -> GateResult:
     started = time.monotonic()
+    await isolation.acurrent()  # probed off the event loop
+    argv = isolation.wrap(["bash", "-c", command], grace_s=2.0)  # leftovers end with it
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        command,
+        *argv,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -21,6 +21,9 @@ from swarm.tools.builtin import local_context
         ("DB_PASSWORD", True),
         ("AWS_SECRET_ACCESS_KEY", True),
         ("REDIS_URL", True),
+        ("PGPASSWORD", True),
+        ("MYSQL_PWD", True),
+        ("SSH_AUTH_SOCK", False),  # not a credential: hidden from commands, not redacted
         ("PATH", False),
         ("HOME", False),
         ("TOKENIZERS_PARALLELISM", False),
@@ -37,6 +40,14 @@ def test_scrub_and_redact() -> None:
     values = secret_values(env)
     assert values == ["sk-ant-0123456789"]  # too-short values are not redacted
     assert redact("key=sk-ant-0123456789 done", values) == f"key={REDACTED} done"
+
+
+def test_agent_sockets_are_scrubbed_unless_allowed() -> None:
+    env = {"SSH_AUTH_SOCK": "/tmp/agent.1", "KRB5CCNAME": "FILE:/tmp/k", "GITHUB_TOKEN": "x"}
+    env["PATH"] = "/bin"
+    assert scrubbed_env(env) == {"PATH": "/bin"}
+    allowed = scrubbed_env(env, allow={"SSH_AUTH_SOCK", "GITHUB_TOKEN"})
+    assert allowed == {"PATH": "/bin", "SSH_AUTH_SOCK": "/tmp/agent.1"}  # never a credential
 
 
 async def test_bash_does_not_see_credentials(
