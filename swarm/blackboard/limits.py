@@ -15,6 +15,9 @@ from swarm.blackboard import lua
 from swarm.blackboard.keys import SCHEMA, Keys
 
 
+RESERVATION_TTL_MS = 20 * 60 * 1000  # longer than any request with all its retries
+
+
 @dataclass
 class Reservation:
     holder: str  # the agent; it has at most one request in flight
@@ -55,6 +58,7 @@ class Budget:
                     repr(est_usd),
                     str(est_tokens),
                     holder,
+                    str(RESERVATION_TTL_MS),
                 ]
             )
             kind = res[0]

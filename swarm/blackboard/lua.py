@@ -200,7 +200,8 @@ return 0
 """
 
 # Budget reservation, before each model request. KEYS: none.
-# ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens, holder
+# ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens, holder,
+# ttl_ms (how long the reservation holds at most)
 # -> {'ok'} | {'budget', reason} | {'stopped', state}
 RESERVE = (
     COMMON
@@ -215,12 +216,21 @@ local spent_tok = tonumber(redis.call('HGET', usage, 'input_tokens') or '0')
 -- reservations are held per agent (one request in flight each), so a holder that died
 -- is cleared by its restart or by the coordinator instead of blocking the budget forever
 redis.call('HDEL', budget, ARGV[6])
+-- a reservation expires (a holder that died mid-request without a restart never blocks
+-- the budget for longer than that)
 local res_usd, res_tok = 0, 0
-local held = redis.call('HVALS', budget)
-for i = 1, #held do
-  local u, t = string.match(held[i], '^(%S+) (%S+)$')
-  res_usd = res_usd + tonumber(u)
-  res_tok = res_tok + tonumber(t)
+local now = now_ms()
+local held = {}
+local entries = redis.call('HGETALL', budget)
+for i = 1, #entries, 2 do
+  local u, t, exp = string.match(entries[i + 1], '^(%S+) (%S+) ?(%S*)$')
+  if exp ~= '' and tonumber(exp) < now then
+    redis.call('HDEL', budget, entries[i])
+  else
+    res_usd = res_usd + tonumber(u)
+    res_tok = res_tok + tonumber(t)
+    table.insert(held, entries[i])
+  end
 end
 local est_usd, est_tok = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reason = nil
@@ -236,7 +246,7 @@ if reason then
   emit('run_finished', '', '', cjson.encode({state = 'budget', reason = reason}))
   return {'budget', reason}
 end
-redis.call('HSET', budget, ARGV[6], ARGV[4] .. ' ' .. ARGV[5])
+redis.call('HSET', budget, ARGV[6], ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. (now + tonumber(ARGV[7])))
 return {'ok'}
 """
 )

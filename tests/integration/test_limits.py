@@ -110,3 +110,17 @@ async def test_a_dead_holder_does_not_block_the_budget(board: Blackboard) -> Non
     await board.record_turn("b", "t", [], usage={"usd": 0.95})
     with pytest.raises(BudgetExhausted):  # decided at once: nothing is in flight
         await asyncio.wait_for(budget.reserve("b", 0.1, 10), 2)
+
+
+async def test_a_leaked_reservation_expires(board: Blackboard) -> None:
+    """A reservation nobody settles or clears (its holder gone without a trace) stops
+    counting once it expires: it never blocks the other agents for good."""
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=1.0, max_tokens=None)
+    await budget.reserve("ghost", 0.9, 10)
+    with pytest.raises(asyncio.TimeoutError):  # live: the others wait for it to settle
+        await asyncio.wait_for(budget.reserve("b", 0.5, 10), 0.5)
+    usd, tokens, _ = (await board.r.hget(board.k.budget, "ghost")).split()
+    await board.r.hset(board.k.budget, "ghost", f"{usd} {tokens} 1")  # its deadline passed
+    await asyncio.wait_for(budget.reserve("b", 0.5, 10), 2)
+    assert "ghost" not in await board.r.hgetall(board.k.budget)
