@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
 from swarm.blackboard.board import Blackboard
@@ -20,7 +20,7 @@ from swarm.errors import BadInput
 from swarm.leftovers import RUN_ENV
 from swarm.plan import RunPlan
 from swarm.providers.registry import DEFAULT_BASE_URL_ENV, make_provider, settings_for
-from swarm.secrets import register_secret_names
+from swarm.secrets import credentials_hidden, register_secret_names, register_secret_values
 from swarm.tools.base import Tool, ToolContext
 from swarm.topology import neighbours
 from swarm.workspace.tasks import TaskWorkspaces
@@ -38,6 +38,9 @@ class AgentSpec(BaseModel):
     workspace: WorkspaceSettings
     output_dir: str
     redis_outage_s: float = 120.0
+    # the agent's provider key, passed in memory: agent processes never hold it in their
+    # environment (where any process of the user could read it from /proc)
+    api_key: str = Field(default="", repr=False)
     pass_env: list[str] = []  # the config's commands.pass_env
 
 
@@ -77,9 +80,17 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 output_dir=str(run_dir / "outputs" / a.name),
                 redis_outage_s=cfg.reliability.redis_outage_s,
                 pass_env=list(cfg.commands.pass_env),
+                api_key=_key_of(a.model, cfg.providers),
             )
         )
     return out
+
+
+def _key_of(model: str, providers: dict[str, ProviderConfig]) -> str:
+    settings = settings_for(
+        split_model(model)[0], {k: v.model_dump() for k, v in providers.items()}
+    )
+    return os.environ.get(settings.api_key_env, "")
 
 
 def build_loop(
@@ -94,11 +105,16 @@ def build_loop(
     register_secret_names(
         {settings_for(p, spec.providers).api_key_env for p in PROVIDERS}
     )  # before the loop reads the values it must redact
-    provider = make_provider(settings)
+    register_secret_values([spec.api_key])
+    provider = make_provider(settings, spec.api_key or None)
     limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
     limiter = RateLimiter(
         board.r,
-        credential_id(provider_name, os.environ.get(settings.api_key_env, ""), settings.base_url),
+        credential_id(
+            provider_name,
+            spec.api_key or os.environ.get(settings.api_key_env, ""),
+            settings.base_url,
+        ),
         limits.requests_per_minute,
         limits.tokens_per_minute,
         limits.rate_window_s,
@@ -185,7 +201,8 @@ def start_ray() -> None:
     if address is None:
         kwargs.update(num_cpus=max(os.cpu_count() or 2, 2), object_store_memory=80 * 1024**2)
     try:
-        ray.init(address=address, **kwargs)
+        with credentials_hidden():  # Ray's processes, and so every actor, start without them
+            ray.init(address=address, **kwargs)
     except Exception as exc:
         where = f"join Ray at RAY_ADDRESS={address}" if address else "start a local Ray"
         raise BadInput(f"could not {where}: {exc}") from None
@@ -206,8 +223,8 @@ def _check_ray_address(address: str) -> None:
 
 def actor_env(spec: AgentSpec) -> dict[str, str]:
     """The variables an agent's provider needs, for actors on other machines of a joined
-    cluster (their processes do not inherit this one's environment)."""
+    cluster (their processes do not inherit this one's environment). Never the key: it
+    travels in the spec, in memory."""
     provider, _ = split_model(spec.agent.model)
-    settings = settings_for(provider, spec.providers)
-    names = [settings.api_key_env, DEFAULT_BASE_URL_ENV[provider]]
-    return {n: os.environ[n] for n in names if n in os.environ}
+    name = DEFAULT_BASE_URL_ENV[provider]
+    return {name: os.environ[name]} if name in os.environ else {}

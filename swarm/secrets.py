@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 # Names of environment variables that hold credentials.
 SECRET_NAME = re.compile(
@@ -27,6 +28,27 @@ MIN_SECRET_LEN = 8  # shorter values are too likely to occur by chance
 
 
 _EXTRA_NAMES: set[str] = set()
+_EXTRA_VALUES: set[str] = set()
+
+
+def register_secret_values(values: Collection[str]) -> None:
+    """Credentials this process holds in memory rather than in its environment (an
+    agent's provider key, the embedded Redis' password): redacted like the others."""
+    _EXTRA_VALUES.update(v for v in values if len(v) >= MIN_SECRET_LEN)
+
+
+@contextlib.contextmanager
+def credentials_hidden() -> Iterator[None]:
+    """Take the credential variables out of this process's environment for a moment, so
+    processes started meanwhile (a local Ray and, through it, every agent actor) never
+    hold them; agents get their key in memory instead."""
+    hidden = {k: v for k, v in os.environ.items() if is_secret_name(k)}
+    for k in hidden:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def register_secret_names(names: list[str] | set[str]) -> None:
@@ -57,7 +79,7 @@ def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     """Values of credential variables, longest first (so overlapping ones redact fully)."""
     source = os.environ if env is None else env
     values = {v for k, v in source.items() if is_secret_name(k) and len(v) >= MIN_SECRET_LEN}
-    return sorted(values, key=len, reverse=True)
+    return sorted(values | _EXTRA_VALUES, key=len, reverse=True)
 
 
 def redact(text: str, values: list[str]) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 from swarm.blackboard import lua
 from swarm.blackboard.keys import SCHEMA, Keys
 
-
 RESERVATION_TTL_MS = 20 * 60 * 1000  # longer than any request with all its retries
 
 

@@ -53,13 +53,15 @@ def settings_for(
     return ProviderSettings(provider, str(base_url) if base_url else None, key_env)
 
 
-def make_provider(settings: ProviderSettings) -> Provider:
+def make_provider(settings: ProviderSettings, api_key: str | None = None) -> Provider:
+    """The provider for ``settings``; ``api_key`` (held in memory, as agents get it)
+    overrides the key's environment variable."""
     if settings.provider not in IMPLEMENTED:
         raise BadInput(
             f"provider {settings.provider!r} is not available in this version "
             f"(available: {', '.join(IMPLEMENTED)})"
         )
-    key = os.environ.get(settings.api_key_env) or None
+    key = api_key or os.environ.get(settings.api_key_env) or None
     if key is None and settings.key_required:
         raise BadInput(f"{settings.provider}: set {settings.api_key_env} (no API key found)")
     if settings.provider == "anthropic":

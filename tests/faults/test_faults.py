@@ -107,6 +107,12 @@ def test_sighup_stops_like_sigterm_and_resume_completes(tmp_path: Path) -> None:
     with Swarm(tmp_path, "f-hup", n_tasks, agents=2) as swarm:
         proc = swarm.launch()
         swarm.wait_for(lambda b: _at_least(b, 1), 240, "1 task completed")
+        # the key reaches agents in memory: no agent process holds it in its environment
+        pids = swarm.agent_pids()
+        assert pids
+        for pid in pids:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                assert GOOD_KEY.encode() not in fh.read(), f"agent pid {pid} holds the key"
         proc.send_signal(signal.SIGHUP)
         fault_at = time.time()
         code, out = finish(proc, 120)
