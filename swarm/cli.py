@@ -253,6 +253,47 @@ def clean(
 
 
 @app.command()
+def gc(
+    older_than_days: Annotated[
+        float, typer.Option("--older-than-days", help="remove runs finished before this")
+    ] = 7.0,
+    keep: Annotated[int, typer.Option("--keep", help="always keep this many recent runs")] = 10,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would go")] = False,
+) -> None:
+    """Remove finished runs' stored state (events, sessions, usage) from Redis; running
+    and orphaned runs are never touched. Worktrees: see `swarm clean`."""
+    from swarm.blackboard.connection import open_redis
+    from swarm.retention import collect
+
+    if older_than_days < 0 or keep < 0:
+        _fail(BadInput("--older-than-days and --keep: must be 0 or more"))
+
+    async def go(url: str) -> list[str]:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            report = await collect(r, older_than_days * 86400, keep, dry_run)
+        finally:
+            await r.aclose()
+        return report.lines()
+
+    try:
+        handle = open_redis()
+    except SwarmError as exc:
+        _fail(exc)
+    try:
+        lines = asyncio.run(go(handle.url))
+    finally:
+        handle.close()
+    print(
+        "\n".join(
+            ("would be " + ln if dry_run and ln.startswith("removed ") else ln) for ln in lines
+        )
+    )
+
+
+@app.command()
 def validate(config: ConfigArg) -> None:
     """Check a config (and its role cards and topology) without running anything."""
     from swarm.config import load_config

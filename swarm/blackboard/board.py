@@ -508,6 +508,9 @@ class Blackboard:
         pipe.xadd(self.k.events, self._event_fields("message_sent", "", sender, {"to": to}))
         await pipe.execute()
 
+    async def inbox_size(self, agent: str) -> int:
+        return int(await self.r.llen(self.k.inbox(agent)))
+
     async def drain_inbox(self, agent: str) -> list[dict[str, Any]]:
         pipe = self.r.pipeline(transaction=True)
         pipe.lrange(self.k.inbox(agent), 0, -1)

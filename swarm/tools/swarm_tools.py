@@ -12,6 +12,12 @@ from pydantic import BaseModel, Field
 from swarm.blackboard.board import Blackboard
 from swarm.tools.base import Tool, ToolContext, ToolOutput
 
+# What the blackboard holds for agents is bounded, and the model is told the bounds.
+MAX_NOTE_CHARS = 16_000
+MAX_NOTES = 500
+MAX_MESSAGE_CHARS = 8_000
+MAX_INBOX = 200
+
 
 @dataclass
 class SwarmHandle:
@@ -129,11 +135,14 @@ class TaskFail(Tool):
 
 class SendMessage(Tool):
     name = "send_message"
-    description = "Send a message to a neighbouring agent in the swarm topology."
+    description = (
+        "Send a message to a neighbouring agent in the swarm topology "
+        f"(at most {MAX_MESSAGE_CHARS} characters; an inbox holds {MAX_INBOX} unread messages)."
+    )
 
     class Params(BaseModel):
         to: str
-        body: str
+        body: str = Field(max_length=MAX_MESSAGE_CHARS)
 
     async def run(self, params: SendMessage.Params, ctx: ToolContext) -> ToolOutput:
         h = _handle(ctx)
@@ -143,6 +152,11 @@ class SendMessage(Tool):
             allowed = ", ".join(h.neighbours) or "none"
             return ToolOutput.error(
                 f"{params.to!r} is not your neighbour in the topology. You can message: {allowed}"
+            )
+        if await h.board.inbox_size(params.to) >= MAX_INBOX:
+            return ToolOutput.error(
+                f"{params.to}'s inbox is full ({MAX_INBOX} unread messages); write a note "
+                "instead, or try again later"
             )
         await h.board.send(h.agent, params.to, params.body)
         return ToolOutput(f"Sent to {params.to}.")
@@ -167,16 +181,25 @@ class ReadInbox(Tool):
 
 class NoteWrite(Tool):
     name = "note_write"
-    description = "Write a shared note (key/value) that every agent in the swarm can read."
+    description = (
+        "Write a shared note (key/value) that every agent in the swarm can read "
+        f"(a value of at most {MAX_NOTE_CHARS} characters; at most {MAX_NOTES} notes)."
+    )
 
     class Params(BaseModel):
         key: str = Field(min_length=1, max_length=200)
-        value: str
+        value: str = Field(max_length=MAX_NOTE_CHARS)
 
     async def run(self, params: NoteWrite.Params, ctx: ToolContext) -> ToolOutput:
         h = _handle(ctx)
         if h is None:
             return NO_SWARM
+        notes = await h.board.notes()
+        if params.key not in notes and len(notes) >= MAX_NOTES:
+            return ToolOutput.error(
+                f"the swarm already has {MAX_NOTES} notes; overwrite one of them "
+                "(note_read lists the keys)"
+            )
         await h.board.note_write(params.key, params.value, h.agent)
         return ToolOutput(f"Note {params.key!r} saved.")
 
