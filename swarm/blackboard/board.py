@@ -20,9 +20,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarm.blackboard import lua
 from swarm.blackboard.keys import RUNS, SCHEMA, Keys
 from swarm.blackboard.limits import Reservation
+from swarm.errors import SwarmError
 
 TERMINAL = ("completed", "failed")
 REDIS_OUTAGE_S = 120.0  # how long every call rides out an unreachable Redis
+
+
+class StateCorrupt(SwarmError):
+    """The run's stored state contradicts itself: reported loudly, never papered over."""
 
 
 class Claim(NamedTuple):
@@ -283,7 +288,14 @@ class Blackboard:
         pipe = self.r.pipeline(transaction=False)
         for i in ids:
             pipe.hgetall(self.k.task(i))
-        return [TaskView.from_hash(h) for h in await pipe.execute() if h]
+        hashes = await pipe.execute()
+        missing = [i for i, h in zip(ids, hashes, strict=True) if not h]
+        if missing:  # listed but gone: corruption (eviction, a manual DEL), never skipped
+            raise StateCorrupt(
+                f"run {self.run_id}: task(s) {', '.join(missing)} are listed but their data "
+                "is gone from Redis (an evicting maxmemory-policy, or a manual delete)"
+            )
+        return [TaskView.from_hash(h) for h in hashes]
 
     # Task changes by an agent carry its claim's fencing token (``token``): a process that
     # lost the lease (a partitioned old actor, a stop followed by a quick resume) is

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import pytest
 from collections import Counter
 
 from swarm.blackboard.board import Blackboard
@@ -285,3 +287,13 @@ async def test_coordinator_lease_is_exclusive_until_it_lapses(board: Blackboard)
     assert await board.hold_coordinator(two, 300)
     assert not await board.hold_coordinator(one, 300)  # the old one cannot take it back
     assert await board.hold_coordinator(one, 300, force=True)  # a takeover can
+
+
+async def test_a_task_listed_without_its_data_is_reported_not_skipped(board: Blackboard) -> None:
+    from swarm.blackboard.board import StateCorrupt
+
+    await add(board, "a")
+    await add(board, "b")
+    await board.r.delete(board.k.task("b"))  # as an evicting Redis would
+    with pytest.raises(StateCorrupt, match="b"):
+        await board.tasks()
