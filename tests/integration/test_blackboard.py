@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
-from collections import Counter
 
 from swarm.blackboard.board import Blackboard
 
