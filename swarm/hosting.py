@@ -20,7 +20,12 @@ from swarm.errors import BadInput
 from swarm.leftovers import RUN_ENV
 from swarm.plan import RunPlan
 from swarm.providers.registry import DEFAULT_BASE_URL_ENV, make_provider, settings_for
-from swarm.secrets import credentials_hidden, register_secret_names, register_secret_values
+from swarm.secrets import (
+    credentials_hidden,
+    register_secret_names,
+    register_secret_values,
+    secret_values,
+)
 from swarm.tools.base import Tool, ToolContext
 from swarm.topology import neighbours
 from swarm.workspace.tasks import TaskWorkspaces
@@ -41,6 +46,9 @@ class AgentSpec(BaseModel):
     # the agent's provider key, passed in memory: agent processes never hold it in their
     # environment (where any process of the user could read it from /proc)
     api_key: str = Field(default="", repr=False)
+    # every credential value of the run, for redaction only: a command may print another
+    # agent's key (the user's shell has them all), and it must not reach the model
+    redact: list[str] = Field(default_factory=list, repr=False)
     pass_env: list[str] = []  # the config's commands.pass_env
 
 
@@ -81,6 +89,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 redis_outage_s=cfg.reliability.redis_outage_s,
                 pass_env=list(cfg.commands.pass_env),
                 api_key=_key_of(a.model, cfg.providers),
+                redact=secret_values(),
             )
         )
     return out
@@ -105,7 +114,7 @@ def build_loop(
     register_secret_names(
         {settings_for(p, spec.providers).api_key_env for p in PROVIDERS}
     )  # before the loop reads the values it must redact
-    register_secret_values([spec.api_key])
+    register_secret_values([spec.api_key, *spec.redact])
     provider = make_provider(settings, spec.api_key or None)
     limits = ProviderConfig.model_validate(spec.providers.get(provider_name, {}))
     limiter = RateLimiter(

@@ -79,7 +79,9 @@ def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     """Values of credential variables, longest first (so overlapping ones redact fully)."""
     source = os.environ if env is None else env
     values = {v for k, v in source.items() if is_secret_name(k) and len(v) >= MIN_SECRET_LEN}
-    return sorted(values | _EXTRA_VALUES, key=len, reverse=True)
+    if env is None:  # this process's credentials: also those it holds in memory
+        values |= _EXTRA_VALUES
+    return sorted(values, key=len, reverse=True)
 
 
 def redact(text: str, values: list[str]) -> str:

@@ -308,12 +308,21 @@ def test_there_are_enough_hostile_cases() -> None:
 
 async def test_setsid_escapee_is_found_and_killed(env: Env) -> None:
     """A process that left the group (setsid) is still killed, found by its marker."""
-    out = await BUILTIN_TOOLS["bash"](
-        {"command": "setsid sleep 1000 & echo $! > pid.txt; echo started"}, env.ctx
-    )
+    # found by its command line from out here ($! would be a pid of the command's own PID
+    # namespace, not of this one)
+    tag = f"1000.{os.getpid()}{int(time.time() * 1000) % 100000}"
+    out = await BUILTIN_TOOLS["bash"]({"command": f"setsid sleep {tag} & echo started"}, env.ctx)
     assert "started" in out.text
-    pid = int((env.ws / "pid.txt").read_text())
-    assert not alive(pid)
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if tag.encode() in fh.read():
+                        left.append(int(entry))
+            except OSError:
+                continue
+    assert not left
 
 
 def alive(pid: int) -> bool:
