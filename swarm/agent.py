@@ -11,15 +11,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
-from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter
+from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter, Reservation
 from swarm.config import AgentInstance
+from swarm.context import (
+    COMPACT_PROMPT,
+    ContextPolicy,
+    Conversation,
+    SizeMeter,
+    apply_prune,
+    build_view,
+    cap_tool_output,
+    compacted_message,
+    fallback_summary,
+    files_written,
+    inbox_block,
+    msg_chars,
+    prunable_chars,
+    prune_point,
+    shrink,
+    summary_request,
+)
 from swarm.providers.base import Provider, ProviderError
 from swarm.providers.pricing import cost_usd
 from swarm.providers.repair import repair
 from swarm.providers.retry import RetryPolicy, with_retries
-from swarm.providers.types import Message, ModelResponse, ToolResult, ToolSpec, Usage
+from swarm.providers.types import (
+    Message,
+    ModelResponse,
+    TextBlock,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
 from swarm.secrets import redact, secret_values
-from swarm.tools.base import Tool, ToolContext
+from swarm.tools.base import Tool, ToolContext, ToolOutput
 from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
 from swarm.workspace.tasks import TaskWorkspaces
 
@@ -38,11 +63,15 @@ class SwarmInfo:
     max_tokens: int | None = None
     lease_ms: int = 30_000
     workspace: str = "shared"  # or "worktree": a git worktree per task
-    max_output_tokens: int = 8192
     no_progress_turns: int = 0  # fail a task after this many turns that changed nothing
     credential_env: str = ""  # the variable holding the agent's provider key (never its value)
     # USD per 1M tokens (input, output, cache read, cache write) overriding pricing.py
     pricing: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    # the config's `context:` (swarm.context)
+    prune_at: float = 0.5
+    compact_at: float = 0.75
+    keep_turns: int = 3
+    max_turn_tool_chars: int = 60_000
 
 
 class BoardState:
@@ -70,6 +99,11 @@ class BoardLocks:
 
 class LeaseLost(Exception):
     pass
+
+
+class HandedBack(Exception):
+    """The task was released (the budget is spent, the run is stopping): nothing more to
+    do on it in this process."""
 
 
 AUTH_STATUS = (401, 403)
@@ -129,6 +163,18 @@ class AgentLoop:
         self.swarm = swarm
         self.provider = provider
         self.model = agent.model.split("/", 1)[1]
+        self.info = agent.info  # context window, output limit, request options
+        self.policy = ContextPolicy(
+            window=self.info.context_window,
+            max_output=self.info.max_output_tokens,
+            prune_at=swarm.prune_at,
+            compact_at=swarm.compact_at,
+            keep_turns=swarm.keep_turns,
+            max_turn_tool_chars=swarm.max_turn_tool_chars,
+        )
+        self.meter = SizeMeter()
+        self._task_prompt = ""  # the current task's opening message (kept by compactions)
+        self._files: list[str] = []  # files its write/edit calls named
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
         self.workspaces = workspaces  # worktree runs: a git worktree per task
@@ -234,6 +280,8 @@ class AgentLoop:
             await self._converse(task)
         except LeaseLost:
             await self.board.emit("lease_lost", task=task_id, agent=self.agent.name)
+        except HandedBack:
+            pass
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if heartbeat.done() and heartbeat.result() is False and current is not None:
@@ -344,20 +392,24 @@ class AgentLoop:
         if self.hub is not None:
             await self.hub.reroot(self.ctx.workspace)
 
-    async def _open_session(self, task: TaskView) -> list[Message]:
-        """The task's conversation so far (started if new), with what came back to it:
-        a merge the queue sent back, or a retry after it failed."""
+    async def _open_session(self, task: TaskView) -> Conversation:
+        """The task's conversation as the model sees it (started if new), with what came
+        back to it: a merge the queue sent back, or a retry after it failed."""
         name = self.agent.name
         stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
         self._stored = len(stored)
         if not stored:
             deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
-            first = Message.user_text(task_prompt(task, deps))
-            await self._store(task.id, [first], events=[("session_started", {})])
+            first, unread = await self._with_inbox(Message.user_text(task_prompt(task, deps)))
+            await self._store(task.id, [first], events=[("session_started", {})], inbox_read=unread)
             stored = [first]
-        messages = repair(stored)
-        if len(messages) != len(stored) or messages != stored:
+        self._task_prompt = task_prompt_of(stored[0])
+        self._files = files_written(stored)
+        view = build_view(stored, task.ctx_start, task.ctx_pruned, task.ctx_turns)
+        messages = repair(view)
+        if len(messages) != len(view) or messages != view:
             await self.board.emit("transcript_repaired", task=task.id, agent=name)
+        convo = Conversation(messages, turns_before=task.ctx_turns, pruned=task.ctx_pruned)
         if task.rework and self.workspaces is not None:  # the merge queue sent it back
             await self._guard(task.id)
             note = Message.user_text(await self.workspaces.take_up_rework(task))
@@ -368,13 +420,13 @@ class AgentLoop:
                 events=[("rework_started", {"kind": kind})],
                 clear_task_fields=("rework",),
             )
-            messages.append(note)
+            convo.append(note)
         if task.retry:  # `swarm resume --retry-failed`: a new attempt, with fresh turns
             note = Message.user_text(
                 f"This task failed before ({task.retry}) and is being tried again. Continue "
                 "from where you are, and finish it or call task_fail with the reason."
             )
-            turns = sum(1 for m in messages if m.role == "assistant")
+            turns = convo.turns
             await self._store(
                 task.id,
                 [note],
@@ -383,55 +435,62 @@ class AgentLoop:
                 set_task_fields={"turn_base": turns},
             )
             task.turn_base = turns
-            messages.append(note)
-        return messages
+            convo.append(note)
+        return convo
 
     async def _converse(self, task: TaskView) -> None:
         name = self.agent.name
         await self._enter_workspace(task)
-        messages = await self._open_session(task)
-        last = messages[-1]
+        convo = await self._open_session(task)
+        last = convo.messages[-1]
         if last.role == "assistant" and not last.tool_calls:  # finished before a crash
             await self._finish(task, last.text)
             return
-        gave_up = _last_task_fail(messages)
+        gave_up = _last_task_fail(convo.messages)
         if gave_up is not None:  # called task_fail, then the process died
             await self.board.fail(task.id, name, gave_up, self._token)
             return
         max_turns = task.max_turns or self.swarm.max_turns
         await self.progress.start(self.ctx.workspace)
-        # The budget and the rate limiter need the request's size before it is sent:
-        # about 4 characters a token; the real usage settles the reservation afterwards.
-        turns = sum(1 for m in messages if m.role == "assistant")
-        chars = self._fixed_chars + sum(len(m.model_dump_json()) for m in messages)
+        overflows = 0  # overflow errors since the last reply
         while True:
-            if turns - task.turn_base >= max_turns:
+            if convo.turns - task.turn_base >= max_turns:
                 await self.board.fail(
                     task.id, name, f"max_turns ({max_turns}) reached", self._token
                 )
                 return
-            resp = await self._turn(task, messages, chars, turns + 1)
-            if resp is None:  # the budget is spent or the run stopped: the task goes back
-                return
-            turns += 1
-            messages.append(resp.message)
-            chars += len(resp.message.model_dump_json())
+            await self._fit(task, convo)
+            outcome = await self._turn(task, convo, convo.turns + 1)
+            if outcome is None:  # the request did not fit: compact, then try again
+                overflows += 1
+                if overflows > 2 or not await self._compact(task, convo, "overflow"):
+                    await self.board.fail(
+                        task.id,
+                        name,
+                        f"the task does not fit the context window of {self.agent.model} "
+                        f"({self.policy.window} tokens) even after compaction",
+                        self._token,
+                    )
+                    return
+                continue
+            overflows = 0
+            resp, note = outcome
+            convo.append(resp.message)
+            if note is not None:  # cut off, empty or refused: never a result, never run
+                convo.append(note)
+                if resp.stop_reason == "refusal":
+                    reason = f"the model refused: {resp.message.text.strip()[:300]}"
+                    await self.board.fail(task.id, name, reason, self._token)
+                    return
+                continue
             calls = resp.message.tool_calls
-            nudge = self._nudge(resp)
-            if nudge is not None:  # a reply cut off, or empty: never a result, never run
-                stop = resp.stop_reason or ""
-                await self._store(
-                    task.id, [nudge], events=[("reply_refused", {"stop_reason": stop})]
-                )
-                messages.append(nudge)
-                chars += len(nudge.model_dump_json())
+            if resp.stop_reason == "pause" and not calls:  # send it back to go on
                 continue
             if not calls:
                 await self._finish(task, resp.message.text)
                 return
             reply = await self._run_tools(task.id, calls)
-            messages.append(reply)
-            chars += len(reply.model_dump_json())
+            convo.append(reply)
             if self.handle.failed_reason is not None:
                 await self.board.fail(task.id, name, self.handle.failed_reason, self._token)
                 return
@@ -449,12 +508,104 @@ class AgentLoop:
                 )
                 return
 
-    async def _turn(
-        self, task: TaskView, messages: list[Message], chars: int, turn: int
-    ) -> ModelResponse | None:
-        """One model request, reserved against the budget and stored with its usage."""
+    def _tokens(self, chars: int) -> int:
+        return self.meter.tokens(self._fixed_chars + chars)
+
+    async def _fit(self, task: TaskView, convo: Conversation) -> None:
+        """Before a request: prune old tool output past the prune threshold (when that
+        frees enough to be worth a cache miss), compact past the compaction threshold."""
+        policy = self.policy
+        before = self._tokens(convo.chars)
+        if before > policy.prune_limit:
+            upto = prune_point(convo, policy.keep_turns)
+            gain = self.meter.tokens(prunable_chars(convo, upto))
+            if upto > convo.pruned and gain >= policy.prune_limit // 5:
+                convo.replace(apply_prune(convo.messages, upto, convo.turns_before))
+                convo.pruned = upto
+                after = self._tokens(convo.chars)
+                await self._store(
+                    task.id,
+                    [],
+                    set_task_fields={"ctx_pruned": upto},
+                    events=[
+                        (
+                            "context_pruned",
+                            {"tokens_before": before, "tokens_after": after, "upto_turn": upto},
+                        )
+                    ],
+                )
+                before = after
+        if before > policy.compact_limit:
+            await self._compact(task, convo, "threshold")
+
+    async def _compact(self, task: TaskView, convo: Conversation, why: str) -> bool:
+        """Summarise the conversation (by the model, else from its tool calls) and go on
+        from the task prompt plus that summary. False when there is nothing to compact."""
+        if len(convo.messages) <= 1:
+            return False
+        before = self._tokens(convo.chars)
+        limit = self.policy.usable
+
+        def fits(msgs: list[Message]) -> bool:
+            return self._tokens(sum(msg_chars(m) for m in msgs) + len(COMPACT_PROMPT)) <= limit
+
+        source = (
+            convo.messages
+            if fits(convo.messages)
+            else shrink(convo.messages, convo.turns_before, fits)
+        )
+        summary, by, settle, usage = "", "model", None, None
+        for _ in range(2):
+            request = summary_request(repair(source))
+            try:
+                resp, attempts, settle = await self._model_call(task.id, request)
+            except ProviderError as exc:
+                if exc.kind != "context_exceeded":
+                    raise
+                limit //= 2  # the estimate was off: ask for a summary of less
+                source = shrink(source, convo.turns_before, fits)
+                continue
+            usage = self._usage_fields(resp, attempts)
+            summary = resp.message.text.strip()
+            if resp.stop_reason == "refusal":
+                summary = ""
+            break
+        if not summary:
+            summary, by = fallback_summary(convo.messages), "fallback"
+        turns = convo.turns
+        msg = compacted_message(self._task_prompt, summary, turns, self._files)
+        after = self._tokens(msg_chars(msg))
+        await self._store(
+            task.id,
+            [msg],
+            usage=usage,
+            settle=settle,
+            set_task_fields={"ctx_start": self._stored, "ctx_pruned": 0, "ctx_turns": turns},
+            events=[
+                (
+                    "context_compacted",
+                    {
+                        "tokens_before": before,
+                        "tokens_after": after,
+                        "turns": turns,
+                        "reason": why,
+                        "summary_by": by,
+                    },
+                )
+            ],
+        )
+        convo.replace([msg])
+        convo.turns_before, convo.pruned = turns, 0
+        return True
+
+    async def _model_call(
+        self, task_id: str, messages: list[Message]
+    ) -> tuple[ModelResponse, int, Reservation]:
+        """One model request, reserved against the budget and sent through the retry
+        layer; the budget spent (or the run stopping) hands the task back."""
         name = self.agent.name
-        est_in, est_out = chars // 4 + 1, self.swarm.max_output_tokens
+        chars = self._fixed_chars + sum(msg_chars(m) for m in messages)
+        est_in, est_out = self.meter.tokens(chars), self.info.max_output_tokens
         try:
             reservation = await self.budget.reserve(
                 name,
@@ -466,13 +617,13 @@ class AgentLoop:
                 est_in + est_out,
             )
         except BudgetExhausted as exc:
-            await self.board.release(task.id, name, exc.reason, self._token)
-            return None
+            await self.board.release(task_id, name, exc.reason, self._token)
+            raise HandedBack(exc.reason) from None
         try:
             resp, attempts = await with_retries(
                 functools.partial(self._request, messages, est_in),
                 self.retry,
-                lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
+                lambda attempt, exc, delay: self._on_retry(task_id, attempt, exc, delay),
             )
         except BaseException:
             await self.budget.release(name)
@@ -482,47 +633,97 @@ class AgentLoop:
             if self.limiter is not None:
                 await self.board.provider_ok(self.limiter.credential)
         u = resp.usage
-        usd = cost_usd(self.agent.model, u, self.swarm.pricing)
+        self.meter.observe(chars, u.input_tokens + u.cache_read_tokens + u.cache_creation_tokens)
+        return resp, attempts, reservation
+
+    def _usage_fields(self, resp: ModelResponse, attempts: int) -> dict[str, float]:
+        u = resp.usage
+        return {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_creation_tokens": u.cache_creation_tokens,
+            "usd": cost_usd(self.agent.model, u, self.swarm.pricing),
+            "turns": 1,
+            "requests": attempts,
+        }
+
+    async def _turn(
+        self, task: TaskView, convo: Conversation, turn: int
+    ) -> tuple[ModelResponse, Message | None] | None:
+        """One turn of the task: the request, and its reply stored with its usage (and
+        with the note sent back when the reply cannot stand: in one transaction, so a
+        crash never makes a cut-off reply the result). None: it did not fit the window."""
+        try:
+            resp, attempts, reservation = await self._model_call(task.id, convo.messages)
+        except ProviderError as exc:
+            if exc.kind != "context_exceeded":
+                raise
+            await self.board.emit(
+                "context_overflow",
+                task=task.id,
+                agent=self.agent.name,
+                data={"error": str(exc)[:300]},
+            )
+            return None
+        usage = self._usage_fields(resp, attempts)
+        u = resp.usage
+        event = {
+            "turn": turn,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "usd": usage["usd"],
+            "tool_calls": [c.name for c in resp.message.tool_calls],
+            "attempts": attempts,
+            "stop_reason": resp.stop_reason or resp.raw_stop_reason or "",
+        }
+        if resp.stop_reason == "context_exceeded":  # the window filled up mid-reply
+            await self._store(
+                task.id, [], usage=usage, settle=reservation, events=[("model_turn", event)]
+            )
+            return None
+        note = self._nudge(resp)
+        stored = [resp.message] if note is None else [resp.message, note]
+        events: list[tuple[str, dict[str, Any]]] = [("model_turn", event)]
+        if note is not None:
+            events.append(("reply_refused", {"stop_reason": event["stop_reason"]}))
         # Fenced: if the lease lapsed during the request (a stalled process, a Redis
         # outage) and the task passed to another, the reply is not stored; its usage is
         # recorded either way, since it was spent.
         await self._store(
             task.id,
-            [resp.message],
-            usage={
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "cache_read_tokens": u.cache_read_tokens,
-                "cache_creation_tokens": u.cache_creation_tokens,
-                "usd": usd,
-                "turns": 1,
-                "requests": attempts,
-            },
+            stored,
+            usage=usage,
             agent_fields={"turns_task": turn - task.turn_base},
             settle=reservation,
-            events=[
-                (
-                    "model_turn",
-                    {
-                        "turn": turn,
-                        "input_tokens": u.input_tokens,
-                        "output_tokens": u.output_tokens,
-                        "usd": usd,
-                        "tool_calls": [c.name for c in resp.message.tool_calls],
-                        "attempts": attempts,
-                    },
-                )
-            ],
+            events=events,
         )
-        return resp
+        self._files += [f for f in files_written([resp.message]) if f not in self._files]
+        return resp, note
+
+    async def _with_inbox(self, message: Message) -> tuple[Message, int]:
+        """``message`` with the agent's unread inbox added (shown to the model unasked);
+        the count is removed from the inbox when the message is stored."""
+        unread = await self.board.peek_inbox(self.agent.name)
+        text, count = inbox_block(unread)
+        if not count:
+            return message, 0
+        return Message(role=message.role, content=[*message.content, TextBlock(text=text)]), count
 
     async def _run_tools(self, task_id: str, calls: list[Any]) -> Message:
-        """Run a turn's tool calls and store their results."""
+        """Run a turn's tool calls (read-only ones at the same time) and store their
+        results, cut to the turn's share of the context window, with any unread inbox."""
+        outs = await self._run_calls(calls)
+        texts = [redact(out.text, self._secrets) for out in outs]  # a command may print a key
+        cap = min(
+            self.swarm.max_turn_tool_chars,
+            int(self.policy.prune_limit / self.meter.tokens_per_char),
+        )
+        texts = cap_tool_output(texts, cap)
         results: list[ToolResult] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        for call in calls:
-            out = await self.runner.run(call.name, call.input)
-            text = redact(out.text, self._secrets)  # a file or command may print a key
+        for call, out, text in zip(calls, outs, texts, strict=True):
             results.append(ToolResult(tool_call_id=call.id, content=text, is_error=out.is_error))
             events.append(
                 (
@@ -535,15 +736,59 @@ class AgentLoop:
                     },
                 )
             )
-        reply = Message(role="user", content=list(results))
-        await self._store(task_id, [reply], events=events)  # LeaseLost: another holds it now
+        reply, unread = await self._with_inbox(Message(role="user", content=list(results)))
+        if unread:
+            events.append(("inbox_shown", {"messages": unread}))
+        # LeaseLost: another holds it now
+        await self._store(task_id, [reply], events=events, inbox_read=unread)
         return reply
+
+    async def _run_calls(self, calls: list[Any]) -> list[ToolOutput]:
+        """Each call's output, in order; a run of read-only calls goes at once."""
+        outs: list[ToolOutput] = []
+        i = 0
+        while i < len(calls):
+            j = i
+            while j < len(calls) and self._read_only(calls[j].name):
+                j += 1
+            if j - i > 1:
+                outs += await asyncio.gather(
+                    *(self.runner.run(c.name, c.input) for c in calls[i:j])
+                )
+                i = j
+                continue
+            outs.append(await self.runner.run(calls[i].name, calls[i].input))
+            i += 1
+        return outs
+
+    def _read_only(self, name: str) -> bool:
+        tool = self.tools.get(name)
+        return tool is not None and tool.read_only
 
     def _nudge(self, resp: ModelResponse) -> Message | None:
         """The reply to send instead of acting on a turn that hit the output limit (its
-        tool calls may be cut short) or said nothing at all."""
+        tool calls may be cut short), was refused, or said nothing at all."""
         calls = resp.message.tool_calls
-        limit = self.swarm.max_output_tokens
+        limit = self.info.max_output_tokens
+        if resp.stop_reason == "refusal":
+            return (
+                Message.user_text(
+                    "Your reply was refused or stopped by a content filter; it is not the task's "
+                    "result, and the task fails with this reason."
+                )
+                if not calls
+                else Message(
+                    role="user",
+                    content=[
+                        ToolResult(
+                            tool_call_id=c.id,
+                            content="not run: the reply was refused or stopped by a content filter",
+                            is_error=True,
+                        )
+                        for c in calls
+                    ],
+                )
+            )
         if resp.stop_reason == "max_tokens":
             if calls:
                 text = (
@@ -560,7 +805,7 @@ class AgentLoop:
                 f"Your reply was cut off at the output limit ({limit} tokens). Finish with a "
                 "shorter summary of what you did."
             )
-        if not calls and not resp.message.text.strip():
+        if not calls and not resp.message.text.strip() and resp.stop_reason != "pause":
             return Message.user_text(
                 "Your reply was empty. Reply with a short summary of what you did (no tool "
                 "calls) to complete the task, or call task_fail with the reason."
@@ -581,7 +826,8 @@ class AgentLoop:
                     system=self.system,
                     messages=messages,
                     tools=self.specs,
-                    max_tokens=self.swarm.max_output_tokens,
+                    max_tokens=self.info.max_output_tokens,
+                    options=self.info.options,
                 )
         except ProviderError as exc:
             if exc.status == 429 and self.limiter is not None:
@@ -615,6 +861,12 @@ class AgentLoop:
                 return
         if not await self.board.complete(task.id, self.agent.name, result, self._token):
             await self.board.emit("complete_refused", task=task.id, agent=self.agent.name)
+
+
+def task_prompt_of(first: Message) -> str:
+    """The task's own prompt from the session's first message (without an inbox note)."""
+    texts = [b.text for b in first.content if isinstance(b, TextBlock)]
+    return texts[0] if texts else first.text
 
 
 def _last_task_fail(messages: list[Message]) -> str | None:

@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from swarm.errors import ConfigError
 from swarm.paths import data_dirs
+from swarm.providers.modelinfo import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ModelInfo,
+    builtin_context_window,
+)
+from swarm.providers.types import RequestOptions
 from swarm.roles import RoleCard, load_roles
 from swarm.secrets import is_secret_name
 from swarm.tools.mcp_config import is_mcp_entry
@@ -71,12 +78,34 @@ class Price(Strict):
         return (self.input, self.output, read, write)
 
 
+class ModelSettings(Strict):
+    """Per model (`models:`) or per agent (`model_settings`); unset keys keep the default."""
+
+    context_window: int | None = Field(default=None, ge=1024)
+    max_output_tokens: int | None = Field(default=None, ge=16)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    thinking_budget: int | None = Field(default=None, ge=1024)  # Anthropic extended thinking
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None  # OpenAI
+    parallel_tool_calls: bool | None = None
+
+
+class ContextConfig(Strict):
+    """How the agent loop keeps a conversation inside the model's context window (see
+    docs/context.md). Thresholds are fractions of the window left after the output."""
+
+    prune_at: float = Field(default=0.5, gt=0, lt=1)  # old tool results become placeholders
+    compact_at: float = Field(default=0.75, gt=0, lt=1)  # the conversation is summarised
+    keep_turns: int = Field(default=3, ge=1)  # recent turns whose tool results a prune keeps
+    max_turn_tool_chars: int = Field(default=60_000, ge=1000)  # tool output one turn may add
+
+
 class AgentSpec(Strict):
     name: str = Field(pattern=NAME_RE)
     role: str
     count: int = Field(default=1, ge=1, le=100)
     model: str | None = None
     tools: list[str] | None = None
+    model_settings: ModelSettings | None = None
 
 
 class TaskSpec(Strict):
@@ -139,6 +168,8 @@ class SwarmConfig(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
     pricing: dict[str, Price] = Field(default_factory=dict)  # "provider/model" -> price
+    models: dict[str, ModelSettings] = Field(default_factory=dict)  # "provider/model" -> settings
+    context: ContextConfig = Field(default_factory=ContextConfig)
     # worktree: a git worktree per task and a merge queue (the default in a git
     # repository); shared: every agent edits the repository in place (the default elsewhere)
     workspace: Literal["worktree", "shared"] | None = None
@@ -169,6 +200,7 @@ class AgentInstance(BaseModel):
     prompt: str
     description: str = ""
     permissions: dict[str, Any] = Field(default_factory=dict)
+    info: ModelInfo = Field(default_factory=ModelInfo)
 
 
 class LoadedConfig(BaseModel):
@@ -220,6 +252,13 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
     except ValueError as exc:
         raise src.error(("model",), str(exc)) from None
 
+    for name in cfg.models:
+        try:
+            split_model(name)
+        except ValueError as exc:
+            raise src.error(("models", name), str(exc)) from None
+    if cfg.context.prune_at >= cfg.context.compact_at:
+        raise src.error(("context", "prune_at"), "prune_at must be below compact_at")
     known_tools = set(BUILTIN_TOOL_NAMES) | set(SWARM_TOOL_NAMES)
     agents: list[AgentInstance] = []
     seen: dict[str, int] = {}
@@ -242,6 +281,7 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
                 origin = "" if spec.tools is not None else f" (in role card {card.source})"
                 hint = " (an MCP server is mcp:<server name>)" if tool.startswith("mcp") else ""
                 raise src.error(loc, f"unknown tool {tool!r}{origin}{hint}")
+        info = _model_info(src, cfg, i, model, spec.model_settings)
         names = (
             [spec.name]
             if spec.count == 1
@@ -260,6 +300,7 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
                     prompt=card.prompt,
                     description=card.description,
                     permissions={**card.permissions, **cfg.permissions},
+                    info=info,
                 )
             )
     agent_names = {a.name for a in agents}
@@ -315,6 +356,50 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
         tasks=tasks,
         topology_kind=kind,
         topology_edges=[(str(a), str(b)) for a, b in graph.edges()],
+    )
+
+
+def _model_info(
+    src: YamlSource, cfg: SwarmConfig, index: int, model: str, own: ModelSettings | None
+) -> ModelInfo:
+    """The agent's model settings: built-in table < `models.<model>` < its own."""
+    merged: dict[str, Any] = {}
+    for layer in (cfg.models.get(model), own):
+        if layer is not None:
+            merged.update(layer.model_dump(exclude_none=True))
+    window = merged.get("context_window")
+    source = "config"
+    if window is None:
+        window = builtin_context_window(model)
+        source = "built-in" if window else "default"
+        window = window or DEFAULT_CONTEXT_WINDOW
+    out = merged.get("max_output_tokens", min(DEFAULT_MAX_OUTPUT_TOKENS, window // 4))
+    where: tuple[str | int, ...] = (
+        ("agents", index, "model_settings") if own is not None else ("models", model)
+    )
+    if out * 2 > window:
+        raise src.error(
+            where,
+            f"max_output_tokens ({out}) must be at most half the context window ({window}) "
+            f"of {model}, or there is no room left for the conversation",
+        )
+    thinking = merged.get("thinking_budget")
+    if thinking is not None and thinking >= out:
+        raise src.error(
+            where,
+            f"thinking_budget ({thinking}) must be below max_output_tokens ({out}): the "
+            "thinking is part of the reply",
+        )
+    return ModelInfo(
+        context_window=window,
+        context_window_source=source,
+        max_output_tokens=out,
+        options=RequestOptions(
+            temperature=merged.get("temperature"),
+            thinking_budget=thinking,
+            reasoning_effort=merged.get("reasoning_effort"),
+            parallel_tool_calls=merged.get("parallel_tool_calls"),
+        ),
     )
 
 

@@ -76,6 +76,10 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 split_model(a.model)[0], {k: v.model_dump() for k, v in cfg.providers.items()}
             ).api_key_env,
             pricing={model: price.as_tuple() for model, price in cfg.pricing.items()},
+            prune_at=cfg.context.prune_at,
+            compact_at=cfg.context.compact_at,
+            keep_turns=cfg.context.keep_turns,
+            max_turn_tool_chars=cfg.context.max_turn_tool_chars,
         )
         out.append(
             AgentSpec(

@@ -98,6 +98,11 @@ class TaskView(BaseModel):
     retry: str = ""  # the error of a failed task given a new attempt (--retry-failed)
     turn_base: int = 0  # turns before that retry: max_turns counts from here
     claimed_at: int = 0
+    # the conversation's context view (swarm.context): the session index it starts at
+    # (a compaction), the index before which tool results are pruned, turns before start
+    ctx_start: int = 0
+    ctx_pruned: int = 0
+    ctx_turns: int = 0
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> TaskView:
@@ -114,6 +119,9 @@ class TaskView(BaseModel):
             "removed",
             "turn_base",
             "claimed_at",
+            "ctx_start",
+            "ctx_pruned",
+            "ctx_turns",
         ):
             data[f] = int(float(h.get(f) or 0))
         return cls.model_validate(data)
@@ -466,11 +474,13 @@ class Blackboard:
         set_task_fields: dict[str, Any] | None = None,
         token: str = "",
         expected: int = -1,
+        inbox_read: int = 0,
     ) -> int:
         """Store one turn at once: its messages, usage, agent state, events, and the
         settling of its budget reservation (lua.STORE_TURN). With ``token`` only the
         lease's holder stores messages; with ``expected`` (the session's length before
-        this turn) a retry stores nothing twice. Returns 1 stored, 2 already stored,
+        this turn) a retry stores nothing twice; ``inbox_read`` inbox messages (the oldest,
+        shown to the model in these messages) are removed with them. Returns 1 stored, 2 already stored,
         0 not the holder (usage is recorded anyway), -1 the session is not as expected."""
         ints: dict[str, str] = {}
         floats: dict[str, str] = {}
@@ -488,6 +498,7 @@ class Blackboard:
             "settle": settle.holder if settle is not None else "",
             "clear": list(clear_task_fields),
             "set": {k: str(v) for k, v in (set_task_fields or {}).items()},
+            "inbox": inbox_read,
         }
         args: list[str | int] = [
             self.k.prefix,
@@ -522,6 +533,10 @@ class Blackboard:
 
     async def inbox_size(self, agent: str) -> int:
         return int(await self.r.llen(self.k.inbox(agent)))
+
+    async def peek_inbox(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The oldest unread messages, left in place (a stored turn removes them)."""
+        return [json.loads(m) for m in await self.r.lrange(self.k.inbox(agent), 0, limit - 1)]
 
     async def drain_inbox(self, agent: str) -> list[dict[str, Any]]:
         pipe = self.r.pipeline(transaction=True)

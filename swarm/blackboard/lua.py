@@ -428,6 +428,9 @@ if #msgs > 0 then redis.call('RPUSH', skey, unpack(msgs)) end
 for _, f in ipairs(t.clear or {}) do redis.call('HDEL', k, f) end
 for f, v in pairs(t.set or {}) do redis.call('HSET', k, f, v) end
 for f, v in pairs(t.agent or {}) do redis.call('HSET', p .. ':agent:' .. me, f, v) end
+if t.inbox and t.inbox > 0 then  -- messages shown to the model in this turn are read now
+  redis.call('LTRIM', p .. ':inbox:' .. me, t.inbox, -1)
+end
 for _, e in ipairs(t.events or {}) do emit(e[1], id, me, e[2]) end
 return 1
 """

@@ -40,14 +40,29 @@ from swarm.providers.convert import (
     wire_json,
 )
 from swarm.providers.types import (
+    Block,
     Message,
     ModelResponse,
+    RedactedThinkingBlock,
+    RequestOptions,
+    StopReason,
     TextBlock,
+    ThinkingBlock,
     ToolCall,
     ToolResult,
     ToolSpec,
     Usage,
 )
+
+STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "stop_sequence": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "refusal": "refusal",
+    "pause_turn": "pause",
+    "model_context_window_exceeded": "context_exceeded",
+}
 
 
 def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
@@ -59,7 +74,11 @@ def anthropic_message(m: Message, ids: Mapping[str, str] | None = None) -> dict[
     `normalize_tool_ids` would)."""
     blocks: list[dict[str, Any]] = []
     for b in m.content:
-        if isinstance(b, TextBlock):
+        if isinstance(b, ThinkingBlock):  # back exactly as it came, signature and all
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature})
+        elif isinstance(b, RedactedThinkingBlock):
+            blocks.append({"type": "redacted_thinking", "data": b.data})
+        elif isinstance(b, TextBlock):
             if b.text:
                 blocks.append({"type": "text", "text": b.text})
         elif isinstance(b, ToolCall):
@@ -96,17 +115,22 @@ def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]
     are the tools, shared by agents of one role, and the system prompt)."""
     if messages and messages[-1]["content"]:
         last = messages[-1]["content"][-1]
-        messages[-1]["content"][-1] = {**last, "cache_control": {"type": "ephemeral"}}
+        if last.get("type") not in ("thinking", "redacted_thinking"):  # those take no marks
+            messages[-1]["content"][-1] = {**last, "cache_control": {"type": "ephemeral"}}
     return messages
 
 
 def from_anthropic(msg: Any) -> ModelResponse:
-    blocks: list[TextBlock | ToolCall | ToolResult] = []
+    blocks: list[Block] = []
     for b in msg.content:
         if b.type == "text":
             blocks.append(TextBlock(text=b.text))
         elif b.type == "tool_use":
             blocks.append(ToolCall(id=b.id, name=b.name, input=dict(b.input or {})))
+        elif b.type == "thinking":
+            blocks.append(ThinkingBlock(thinking=b.thinking, signature=b.signature or ""))
+        elif b.type == "redacted_thinking":
+            blocks.append(RedactedThinkingBlock(data=b.data))
     u = msg.usage
     usage = Usage(
         input_tokens=u.input_tokens or 0,
@@ -117,7 +141,8 @@ def from_anthropic(msg: Any) -> ModelResponse:
     return ModelResponse(
         message=Message(role="assistant", content=blocks),
         usage=usage,
-        stop_reason=msg.stop_reason,
+        stop_reason=STOP_REASONS.get(msg.stop_reason) if msg.stop_reason else None,
+        raw_stop_reason=msg.stop_reason,
         model=msg.model,
     )
 
@@ -157,6 +182,7 @@ class AnthropicProvider:
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> ModelResponse:
         if model in DEPRECATED_MODELS:  # as `messages.stream` warns
             warnings.warn(
@@ -168,7 +194,12 @@ class AnthropicProvider:
                 stacklevel=2,
             )
         body = self.request_body(
-            model=model, system=system, messages=messages, tools=tools, max_tokens=max_tokens
+            model=model,
+            system=system,
+            messages=messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            options=options,
         )
         try:
             request = self.client.post(
@@ -226,6 +257,7 @@ class AnthropicProvider:
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> bytes:
         """The streaming request's JSON, byte for byte what `messages.stream` sent for the
         converted transcript (same keys, order and separators): a cache breakpoint on the
@@ -250,11 +282,29 @@ class AnthropicProvider:
                 wire_json(model),
                 b',"system":',
                 self._system[1],
+                _options_json(options, bool(tools)),
                 b',"tools":',
                 self._tools.tools_json(tools),
                 b',"stream":true}',
             ]
         )
+
+
+def _options_json(options: RequestOptions | None, has_tools: bool) -> bytes:
+    """temperature, thinking and tool_choice, in the SDK's key order. With thinking on the
+    API refuses a changed temperature, so thinking wins."""
+    if options is None:
+        return b""
+    out = b""
+    if options.temperature is not None and not options.thinking_budget:
+        out += b',"temperature":' + wire_json(options.temperature)
+    if options.thinking_budget:
+        out += b',"thinking":' + wire_json(
+            {"type": "enabled", "budget_tokens": options.thinking_budget}
+        )
+    if options.parallel_tool_calls is False and has_tools:
+        out += b',"tool_choice":{"type":"auto","disable_parallel_tool_use":true}'
+    return out
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from swarm.providers.types import Message, ModelResponse, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
 
 
 class ProviderError(Exception):
@@ -18,12 +18,39 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after_s: float | None = None,
         provider: str = "",
+        kind: str = "",
     ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.provider = provider
+        # "context_exceeded": the request did not fit the model's context window (never
+        # retried as it is: the agent loop compacts the conversation first)
+        self.kind = kind or ("context_exceeded" if is_context_overflow(status, message) else "")
+        if self.kind == "context_exceeded":
+            self.retryable = False
+
+
+# How each provider words "the prompt does not fit" (HTTP 400s): Anthropic's "prompt is
+# too long" and "input length and `max_tokens` exceed context limit", OpenAI's
+# context_length_exceeded / "maximum context length", Mistral's "too large for model".
+_OVERFLOW_WORDS = (
+    "prompt is too long",
+    "exceed context limit",
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "too large for model",
+    "reduce the length of the messages",
+)
+
+
+def is_context_overflow(status: int | None, text: str) -> bool:
+    if status not in (None, 400, 413):
+        return False
+    lowered = text.lower()
+    return any(word in lowered for word in _OVERFLOW_WORDS)
 
 
 class Provider(Protocol):
@@ -37,6 +64,7 @@ class Provider(Protocol):
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> ModelResponse:
         """One model turn. Raises ProviderError; never retries by itself."""
         ...

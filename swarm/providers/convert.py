@@ -21,6 +21,7 @@ from swarm.providers.types import (
     TextBlock,
     ToolCall,
     ToolResult,
+    StopReason,
     ToolSpec,
     Usage,
 )
@@ -390,12 +391,12 @@ class ToolsCache:
 
 # --- Chat Completions stream -> neutral ------------------------------------------------
 
-FINISH_REASONS = {
+FINISH_REASONS: dict[str, StopReason] = {
     "stop": "end_turn",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "length": "max_tokens",
-    "model_length": "max_tokens",
+    "model_length": "context_exceeded",  # Mistral: the context window is full
     "content_filter": "refusal",
 }
 
@@ -439,6 +440,7 @@ class ChatAccumulator:
     """Collects a streamed assistant turn: text deltas, tool-call deltas by index, usage."""
 
     text: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
     slots: dict[int, _Slot] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -447,6 +449,10 @@ class ChatAccumulator:
     def add_text(self, piece: str | None) -> None:
         if piece:
             self.text.append(piece)
+
+    def add_refusal(self, piece: str | None) -> None:
+        if piece:
+            self.refusal.append(piece)
 
     def add_tool_delta(
         self,
@@ -476,20 +482,24 @@ class ChatAccumulator:
     def response(self, model: str) -> ModelResponse:
         blocks: list[Block] = []
         text = "".join(self.text)
-        if text:
-            blocks.append(TextBlock(text=text))
+        refusal = "".join(self.refusal)
+        if text or refusal:
+            blocks.append(TextBlock(text=text or refusal))
         for index in sorted(self.slots):
             s = self.slots[index]
             args = s.parsed if s.parsed is not None else parse_arguments(s.arguments)
             call_id = s.id or _hashed_id(f"{model}|{text}|{index}|{s.name}", _OPENAI_RULE, 0)
             blocks.append(ToolCall(id=call_id, name=s.name, input=args))
         reason = self.finish_reason
-        stop = FINISH_REASONS.get(reason, reason) if reason else None
+        stop = FINISH_REASONS.get(reason) if reason else None
         if stop == "end_turn" and self.slots:  # some servers say "stop" after tool calls
             stop = "tool_use"
+        if refusal:  # OpenAI's `refusal` field: the model declined
+            stop = "refusal"
         return ModelResponse(
             message=Message(role="assistant", content=blocks),
             usage=self.usage or Usage(),
             stop_reason=stop,
+            raw_stop_reason=reason,
             model=self.model or model,
         )

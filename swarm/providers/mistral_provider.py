@@ -25,7 +25,7 @@ from swarm.providers.convert import (
     normalize_tool_ids,
     to_chat_messages,
 )
-from swarm.providers.types import Message, ModelResponse, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
 
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), retry_connection_errors=False)
 
@@ -55,7 +55,9 @@ class MistralProvider:
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> ModelResponse:
+        opts = options or RequestOptions()
         wire = to_chat_messages(system, normalize_tool_ids(messages, self.name), tool_names=True)
         acc = ChatAccumulator()
         try:
@@ -64,6 +66,8 @@ class MistralProvider:
                 messages=cast(Any, wire),
                 tools=cast(Any, chat_tools(tools)) if tools else UNSET,
                 max_tokens=max_tokens,
+                temperature=opts.temperature if opts.temperature is not None else UNSET,
+                parallel_tool_calls=opts.parallel_tool_calls if tools else None,
                 retries=NO_RETRIES,
             )
             async with stream:

@@ -32,7 +32,7 @@ from swarm.providers.convert import (
     chat_usage,
     wire_json,
 )
-from swarm.providers.types import Message, ModelResponse, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
 
 OPENAI_API_HOST = "api.openai.com"
 MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
@@ -91,9 +91,15 @@ class OpenAIProvider:
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> ModelResponse:
         body = self.request_body(
-            model=model, system=system, messages=messages, tools=tools, max_tokens=max_tokens
+            model=model,
+            system=system,
+            messages=messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            options=options,
         )
         acc = ChatAccumulator()
         try:
@@ -132,6 +138,7 @@ class OpenAIProvider:
         messages: list[Message],
         tools: list[ToolSpec],
         max_tokens: int,
+        options: RequestOptions | None = None,
     ) -> bytes:
         """The streaming request's JSON, byte for byte what `chat.completions.create` sent
         for the converted transcript (same keys, order and separators)."""
@@ -147,6 +154,13 @@ class OpenAIProvider:
             wire_json(max_tokens),
             b',"stream_options":{"include_usage":true}',
         ]
+        if options is not None:
+            if options.temperature is not None:
+                parts += [b',"temperature":', wire_json(options.temperature)]
+            if options.reasoning_effort is not None:
+                parts += [b',"reasoning_effort":', wire_json(options.reasoning_effort)]
+            if options.parallel_tool_calls is not None and tools:
+                parts += [b',"parallel_tool_calls":', wire_json(options.parallel_tool_calls)]
         if tools:
             parts += [b',"tools":', self._tools.tools_json(tools)]
         parts.append(b"}")
@@ -170,6 +184,7 @@ def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:
             continue
         delta = choice.delta
         acc.add_text(delta.content)
+        acc.add_refusal(getattr(delta, "refusal", None))
         for tc in delta.tool_calls or []:
             fn = tc.function
             # Some compatible servers omit `index` and send each call whole.

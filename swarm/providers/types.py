@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TextBlock(BaseModel):
@@ -30,7 +30,27 @@ class ToolResult(BaseModel):
     is_error: bool = False
 
 
-Block = Annotated[TextBlock | ToolCall | ToolResult, Field(discriminator="type")]
+class ThinkingBlock(BaseModel):
+    """Anthropic extended thinking, kept byte for byte: the API requires the block (with
+    its signature) back unchanged in the tool loop. Other providers never see it."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str = ""
+
+
+class RedactedThinkingBlock(BaseModel):
+    """Thinking the provider encrypted; sent back as it came."""
+
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+
+
+Block = Annotated[
+    TextBlock | ToolCall | ToolResult | ThinkingBlock | RedactedThinkingBlock,
+    Field(discriminator="type"),
+]
+THINKING_TYPES = (ThinkingBlock, RedactedThinkingBlock)
 
 
 class Message(BaseModel):
@@ -48,6 +68,10 @@ class Message(BaseModel):
     @property
     def tool_results(self) -> list[ToolResult]:
         return [b for b in self.content if isinstance(b, ToolResult)]
+
+    @property
+    def thinking(self) -> list[ThinkingBlock | RedactedThinkingBlock]:
+        return [b for b in self.content if isinstance(b, THINKING_TYPES)]
 
     @property
     def text(self) -> str:
@@ -77,8 +101,34 @@ class ToolSpec(BaseModel):
     input_schema: dict[str, Any]
 
 
+# Why a reply ended, the same words for every provider:
+# end_turn     the model finished (its text is the answer, or it called tools)
+# tool_use     it stopped to have its tool calls run
+# max_tokens   cut off at the output limit (its text or calls may be incomplete)
+# refusal      declined, or a content filter stopped it: never a result
+# context_exceeded  the prompt and the reply no longer fit the context window
+# pause        the provider paused a long turn; send it back to continue
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "refusal", "context_exceeded", "pause"]
+STOP_REASONS: frozenset[str] = frozenset(
+    ("end_turn", "tool_use", "max_tokens", "refusal", "context_exceeded", "pause")
+)
+
+
+class RequestOptions(BaseModel):
+    """Per-model request settings (config `models:` and agents' `model_settings`), as the
+    provider adapters apply them; None leaves the provider's default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float | None = None
+    thinking_budget: int | None = None  # Anthropic extended thinking, tokens
+    reasoning_effort: str | None = None  # OpenAI reasoning models: minimal..high
+    parallel_tool_calls: bool | None = None
+
+
 class ModelResponse(BaseModel):
     message: Message
     usage: Usage
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     model: str = ""
+    raw_stop_reason: str | None = None  # the provider's own word, for events and errors

@@ -120,6 +120,9 @@ class Tool:
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
+    # changes nothing (no file, note, message or task): the calls of one turn to such
+    # tools run at the same time
+    read_only: ClassVar[bool] = False
 
     def spec(self) -> ToolSpec:
         schema = compact_schema(self.Params.model_json_schema())

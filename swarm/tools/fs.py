@@ -302,6 +302,7 @@ def _read_sync(real: Path, rel: str, offset: int, limit: int) -> tuple[ToolOutpu
 
 class Read(Tool):
     name = "read"
+    read_only = True
     description = (
         "Read a file with line numbers (cat -n style), 2000 lines at a time; "
         "use offset/limit for large files. A directory path lists its entries."

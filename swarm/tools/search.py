@@ -143,6 +143,7 @@ async def _run_rg(args: list[str], cwd: Path, mode: str, want: int, timeout: flo
 
 class Grep(Tool):
     name = "grep"
+    read_only = True
     description = (
         "Search file contents with a regex (ripgrep; respects .gitignore, skips binary files). "
         "Lists matching files by default; output_mode content shows path:line:text."
@@ -389,6 +390,7 @@ def _glob_walk(
 
 class Glob(Tool):
     name = "glob"
+    read_only = True
     description = (
         "Find files by name pattern (respects .gitignore), newest first. "
         'A pattern without "/" matches at any depth; "src/**/*.ts" is anchored.'

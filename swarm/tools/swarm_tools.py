@@ -42,6 +42,7 @@ NO_SWARM = ToolOutput.error("This tool only works inside a running swarm.")
 
 class TaskList(Tool):
     name = "task_list"
+    read_only = True
     description = "List the swarm's tasks with status, assignee and dependencies."
 
     class Params(BaseModel):
@@ -206,6 +207,7 @@ class NoteWrite(Tool):
 
 class NoteRead(Tool):
     name = "note_read"
+    read_only = True
     description = "Read one shared note by key, or list all notes when key is omitted."
 
     class Params(BaseModel):

@@ -85,6 +85,7 @@ class TodoWrite(Tool):
 
 class TodoRead(Tool):
     name = "todoread"
+    read_only = True
     description = "Show your current todo list."
     Params = TodoReadParams
 

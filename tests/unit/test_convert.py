@@ -182,13 +182,30 @@ def test_accumulator_joins_deltas_by_index() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "stop"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal"), ("x", "x")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        ("model_length", "context_exceeded"),
+        ("x", None),
+    ],
 )
-def test_finish_reasons(reason: str, stop: str) -> None:
+def test_finish_reasons(reason: str, stop: str | None) -> None:
     acc = ChatAccumulator()
     acc.add_text("hi")
     acc.finish(reason)
-    assert acc.complete and acc.response("m").stop_reason == stop
+    resp = acc.response("m")
+    assert acc.complete and resp.stop_reason == stop
+    assert resp.raw_stop_reason == reason  # the provider's own word is kept
+
+
+def test_refusal_field_is_a_refusal() -> None:
+    acc = ChatAccumulator()
+    acc.add_refusal("I can't help with that.")
+    acc.finish("stop")
+    resp = acc.response("m")
+    assert resp.stop_reason == "refusal"
+    assert resp.message.text == "I can't help with that."
 
 
 def test_parse_arguments() -> None:
