@@ -18,10 +18,10 @@ from swarm.providers.types import (
     Block,
     Message,
     ModelResponse,
+    StopReason,
     TextBlock,
     ToolCall,
     ToolResult,
-    StopReason,
     ToolSpec,
     Usage,
 )
