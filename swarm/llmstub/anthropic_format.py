@@ -230,6 +230,7 @@ class AnthropicFormat:
             last_user_text=content_text(last.get("content")) if last_is_user else None,
             last_tool_results=tool_results,
             tool_names=[t["name"] for t in body.get("tools") or []],
+            max_tokens=int(body.get("max_tokens") or 0),
         )
 
     def tool_call_id(self, seed: str) -> str:
@@ -248,6 +249,9 @@ class AnthropicFormat:
         }
         return JSONResponse(body, status, headers={"request-id": request_id, **(headers or {})})
 
+    def overflow_response(self, tokens: int, window: int) -> Response:
+        return self.error_response(400, f"prompt is too long: {tokens} tokens > {window} maximum")
+
     @staticmethod
     def _usage(turn: ResolvedTurn, output_tokens: int) -> dict[str, Any]:
         return {
@@ -264,13 +268,31 @@ class AnthropicFormat:
 
     @staticmethod
     def _stop_reason(turn: ResolvedTurn) -> str:
+        if turn.refusal is not None:
+            return "refusal"
+        if turn.stop_reason is not None:
+            return {"pause": "pause_turn"}.get(turn.stop_reason, turn.stop_reason)
         return "tool_use" if turn.has_tool_calls else "end_turn"
+
+    @staticmethod
+    def _text(turn: ResolvedTurn) -> str | None:
+        return turn.refusal if turn.refusal is not None else turn.text
+
+    @staticmethod
+    def _thinking_blocks(turn: ResolvedTurn) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if turn.thinking is not None:
+            out.append({"type": "thinking", "thinking": turn.thinking, "signature": turn.signature})
+        if turn.redacted_thinking is not None:
+            out.append({"type": "redacted_thinking", "data": turn.redacted_thinking})
+        return out
 
     def _message(self, turn: ResolvedTurn, view: RequestView, *, final: bool) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if final:
-            if turn.text:
-                content.append({"type": "text", "text": turn.text})
+            content.extend(self._thinking_blocks(turn))
+            if self._text(turn):
+                content.append({"type": "text", "text": self._text(turn)})
             content.extend(
                 {"type": "tool_use", "id": c.id, "name": c.name, "input": c.input}
                 for c in turn.calls
@@ -302,7 +324,34 @@ class AnthropicFormat:
         yield sse(start, "message_start")
         yield sse({"type": "ping"}, "ping")
         index = 0
-        if turn.text:
+        for block in self._thinking_blocks(turn) if fail is None else []:
+            yield sse(
+                {"type": "content_block_start", "index": index, "content_block": {**block}}
+                if block["type"] == "redacted_thinking"
+                else {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+                "content_block_start",
+            )
+            if block["type"] == "thinking":
+                for piece in chunk_text(block["thinking"]):
+                    await pause()
+                    delta = {"type": "thinking_delta", "thinking": piece}
+                    yield sse(
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                        "content_block_delta",
+                    )
+                delta = {"type": "signature_delta", "signature": block["signature"]}
+                yield sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+            yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+            index += 1
+        text = self._text(turn)
+        if text:
             yield sse(
                 {
                     "type": "content_block_start",
@@ -311,7 +360,7 @@ class AnthropicFormat:
                 },
                 "content_block_start",
             )
-            for piece in chunk_text(turn.text if fail is None else partial_text(turn.text)):
+            for piece in chunk_text(text if fail is None else partial_text(text)):
                 await pause()
                 delta = {"type": "text_delta", "text": piece}
                 yield sse(

@@ -177,6 +177,7 @@ class OpenAIFormat:
             last_tool_results=tool_results,
             tool_names=[t["function"]["name"] for t in body.get("tools") or []],
             include_usage=bool(stream_options.get("include_usage")),
+            max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 0),
         )
 
     def tool_call_id(self, seed: str) -> str:
@@ -184,15 +185,27 @@ class OpenAIFormat:
 
     # --- responses --------------------------------------------------------------------
 
+    def overflow_response(self, tokens: int, window: int) -> Response:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {tokens} tokens. Please reduce the length of the messages."
+        )
+        return self.error_response(400, message, code="context_length_exceeded")
+
     def error_response(
-        self, status: int, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        code: str | None = None,
     ) -> Response:
-        kind, code = {
+        kind, default_code = {
             400: ("invalid_request_error", None),
             401: ("invalid_request_error", "invalid_api_key"),
             404: ("invalid_request_error", "not_found"),
             429: ("requests", "rate_limit_exceeded"),
         }.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        code = code or default_code
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return JSONResponse(body, status, headers={**self._headers(), **(headers or {})})
 
@@ -205,6 +218,8 @@ class OpenAIFormat:
 
     @staticmethod
     def _finish_reason(turn: ResolvedTurn) -> str:
+        if turn.stop_reason == "max_tokens":
+            return "length"
         return "tool_calls" if turn.has_tool_calls else "stop"
 
     def _usage(self, turn: ResolvedTurn) -> dict[str, Any]:
@@ -228,7 +243,7 @@ class OpenAIFormat:
         message: dict[str, Any] = {
             "role": "assistant",
             "content": turn.text,
-            "refusal": None,
+            "refusal": turn.refusal,
             "annotations": [],
         }
         if turn.calls:
@@ -309,6 +324,9 @@ class OpenAIFormat:
                 await asyncio.sleep(chunk_delay_s)
 
         yield chunk({"role": "assistant", "content": ""})
+        if turn.refusal is not None and self.name == "openai":
+            for piece in chunk_text(turn.refusal):
+                yield chunk({"refusal": piece})
         text = turn.text if fail is None else partial_text(turn.text or "")
         for piece in chunk_text(text) if text else []:
             await pause()
@@ -375,8 +393,19 @@ class MistralFormat(OpenAIFormat):
     def tool_call_id(self, seed: str) -> str:
         return seeded_id(seed, 9)
 
+    def overflow_response(self, tokens: int, window: int) -> Response:
+        message = (
+            f"Prompt contains {tokens} tokens and 0 draft tokens, too large for model with "
+            f"{window} maximum context length"
+        )
+        return self.error_response(400, message)
+
     def error_response(
-        self, status: int, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        code: str | None = None,
     ) -> Response:
         kind = {
             400: "invalid_request_error",
@@ -405,7 +434,7 @@ class MistralFormat(OpenAIFormat):
     def _message(self, turn: ResolvedTurn) -> dict[str, Any]:
         return {
             "role": "assistant",
-            "content": turn.text or "",
+            "content": turn.text or turn.refusal or "",
             "tool_calls": [
                 {
                     "id": c.id,

@@ -25,6 +25,10 @@ from swarm.errors import BadInput
 
 DEFAULT_AGENT_PATTERN = r"Agent: (?P<agent>[A-Za-z0-9_.-]+)"
 DEFAULT_TASK_PATTERN = r"Task (?P<task>[A-Za-z0-9_.-]+):"
+# swarm's context compaction (swarm.context): the request asking for a summary, and the
+# header of the message a compacted conversation goes on from
+DEFAULT_COMPACT_PATTERN = r"\[swarm: context compaction\]"
+DEFAULT_COMPACTED_PATTERN = r"\[Conversation compacted after (?P<turns>[0-9]+) turns"
 
 
 class ScriptError(BadInput, ValueError):
@@ -43,6 +47,36 @@ class MatchSpec(_Strict):
 
     agent: str = DEFAULT_AGENT_PATTERN
     task: str = DEFAULT_TASK_PATTERN
+    compact: str = DEFAULT_COMPACT_PATTERN  # in the last user text: a summary request
+    compacted: str = DEFAULT_COMPACTED_PATTERN  # in the first user text: turns before
+
+    @field_validator("compact")
+    @classmethod
+    def _compact_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("compacted")
+    @classmethod
+    def _compacted_compiles(cls, value: str) -> str:
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        if "turns" not in pattern.groupindex:
+            raise ValueError("the pattern needs a named group (?P<turns>...)")
+        return value
+
+    def is_summary_request(self, last_user_text: str | None) -> bool:
+        return bool(last_user_text) and re.search(self.compact, last_user_text or "") is not None
+
+    def turns_before(self, first_user_text: str | None) -> int:
+        """Turns a compacted conversation had before its first message (0 if none)."""
+        found = re.search(self.compacted, first_user_text or "")
+        return int(found.group("turns")) if found else 0
 
     @field_validator("agent", "task")
     @classmethod
@@ -89,7 +123,8 @@ class Expect(_Strict):
 class Fault(_Strict):
     """One injected failure, served instead of the answer on one attempt of a turn."""
 
-    kind: Literal["http", "drop", "stream_error"] = "http"
+    # overflow: HTTP 400 in the provider's "prompt is too long" shape
+    kind: Literal["http", "drop", "stream_error", "overflow"] = "http"
     status: int | None = Field(default=None, ge=400, le=599)
     retry_after: float | None = Field(default=None, ge=0)
     retry_after_ms: int | None = Field(default=None, ge=0)
@@ -99,6 +134,8 @@ class Fault(_Strict):
     def _consistent(self) -> Fault:
         if self.kind == "http" and self.status is None:
             raise ValueError("an http fault needs a status (e.g. 429, 500, 529)")
+        if self.kind == "overflow":
+            return self
         if self.kind != "http" and self.status is not None:
             raise ValueError(f"a {self.kind!r} fault takes no status")
         return self
@@ -107,6 +144,13 @@ class Fault(_Strict):
 class Turn(_Strict):
     text: str | None = None
     tool_calls: list[ToolCallSpec] = Field(default_factory=list)
+    # Anthropic extended thinking before the answer (a signature is made up if omitted);
+    # the Chat formats leave it out
+    thinking: str | None = None
+    signature: str | None = None
+    redacted_thinking: str | None = None
+    refusal: str | None = None  # the model declines with this text
+    stop_reason: Literal["max_tokens", "pause"] | None = None  # a cut-off or paused reply
     usage: UsageSpec | None = None
     delay_s: float = Field(default=0.0, ge=0)
     chunk_delay_s: float = Field(default=0.0, ge=0)
@@ -115,8 +159,8 @@ class Turn(_Strict):
 
     @model_validator(mode="after")
     def _says_something(self) -> Turn:
-        if self.text is None and not self.tool_calls:
-            raise ValueError("a turn needs text and/or tool_calls")
+        if self.text is None and not self.tool_calls and self.refusal is None:
+            raise ValueError("a turn needs text and/or tool_calls (or a refusal)")
         return self
 
 
@@ -124,6 +168,7 @@ class Conversation(_Strict):
     agent: str | None = None
     task: str | None = None
     turns: list[Turn] = Field(min_length=1)
+    summary: str | None = None  # the answer to a compaction's summary request
 
     @property
     def label(self) -> str:
@@ -141,6 +186,9 @@ class Conversation(_Strict):
 
 class StubScript(_Strict):
     match: MatchSpec = Field(default_factory=MatchSpec)
+    # A model's context window in tokens: a request whose size (JSON characters / 4) plus
+    # its max_tokens is larger gets the provider's "prompt is too long" error
+    context_window: int | None = Field(default=None, ge=256)
     conversations: list[Conversation] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -30,8 +30,10 @@ from swarm.llmstub.wire import (
     StubHTTPError,
     WireFormat,
     bad_request,
+    estimate_tokens,
     resolve_turn,
     retry_headers,
+    summary_turn,
 )
 
 REDACTED_HEADERS = frozenset(
@@ -54,12 +56,16 @@ class RecordedRequest:
     agent: str | None
     task: str | None
     conversation: str | None  # the matched script entry, as "agent/task" ("*" = any)
-    turn: int | None  # 0-based turn index (= assistant messages in the request)
+    # 0-based turn index (= assistant messages in the request, plus the turns a
+    # compaction summarised); None for a summary request
+    turn: int | None
     status: int | None  # None when the connection was dropped
     fault: str | None  # "http" | "drop" | "stream_error" when a fault was served
     error: str | None  # the error message sent, if any
     received_at: float
     responded_at: float
+    purpose: str = "turn"  # or "summary": a compaction's request for a summary
+    tokens: int = 0  # the request's size as the stub counts it (JSON characters / 4)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,7 +303,14 @@ class StubApp:
         received = time.time()
         raw = await request.body()
         body = _parse_body(raw)
-        facts: dict[str, Any] = {"agent": None, "task": None, "conversation": None, "turn": None}
+        facts: dict[str, Any] = {
+            "agent": None,
+            "task": None,
+            "conversation": None,
+            "turn": None,
+            "purpose": "turn",
+            "tokens": estimate_tokens(len(raw)),
+        }
 
         def record(status: int | None, fault: str | None = None, error: str | None = None) -> None:
             self.log.append(
@@ -332,15 +345,33 @@ class StubApp:
                 raise bad_request("stub: the request body must be a JSON object")
             fmt.validate(body, request.headers)
             view = fmt.view(body)
-            agent = self.script.match.extract("agent", view.system)
-            task = self.script.match.extract("task", view.first_user_text)
-            turn_index = view.assistant_count
+            match = self.script.match
+            agent = match.extract("agent", view.system)
+            task = match.extract("task", view.first_user_text)
+            turn_index = match.turns_before(view.first_user_text) + view.assistant_count
             facts.update(agent=agent, task=task, turn=turn_index)
+            window = self.script.context_window
+            if window is not None and facts["tokens"] + view.max_tokens > window:
+                record(400, "overflow", "prompt is too long")
+                return fmt.overflow_response(facts["tokens"] + view.max_tokens, window)
             found = self.script.find(agent, task)
             if found is None:
                 raise bad_request(self._no_conversation(agent, task, view))
             conv_index, conv = found
             facts["conversation"] = conv.label
+            if match.is_summary_request(view.last_user_text):
+                facts.update(turn=None, purpose="summary")
+                summary = conv.summary or (
+                    f"Summary (scripted server): {turn_index} turns so far; the last tool "
+                    f"results began: {' | '.join(r[:80] for r in view.last_tool_results)}"
+                )
+                resolved = resolve_turn(summary_turn(summary), fmt, "summary", len(raw))
+                record(200)
+                if view.stream:
+                    return StreamingResponse(
+                        fmt.stream(resolved, view, 0.0, None), media_type="text/event-stream"
+                    )
+                return fmt.response(resolved, view)
             where = f"agent {agent!r} task {task!r}"
             if conv.label != f"{agent}/{task}":
                 where += f" (conversation {conv.label})"
@@ -364,6 +395,9 @@ class StubApp:
 
         fault = turn.faults[attempt] if attempt < len(turn.faults) else None
         stream_fail: str | None = None
+        if fault is not None and fault.kind == "overflow":
+            record(400, "overflow", "prompt is too long (injected)")
+            return fmt.overflow_response(facts["tokens"] + view.max_tokens, facts["tokens"])
         if fault is not None:
             if fault.kind == "http":
                 assert fault.status is not None

@@ -45,6 +45,7 @@ class RequestView:
     last_tool_results: list[str] = field(default_factory=list)
     tool_names: list[str] = field(default_factory=list)
     include_usage: bool = False
+    max_tokens: int = 0
 
 
 @dataclass
@@ -68,6 +69,11 @@ class ResolvedTurn:
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
+    thinking: str | None = None
+    signature: str = ""
+    redacted_thinking: str | None = None
+    refusal: str | None = None
+    stop_reason: str | None = None  # "max_tokens" | "pause": overrides the usual one
 
     @property
     def has_tool_calls(self) -> bool:
@@ -96,6 +102,8 @@ class WireFormat(Protocol):
 
     def response(self, turn: ResolvedTurn, view: RequestView) -> Response: ...
 
+    def overflow_response(self, tokens: int, window: int) -> Response: ...
+
     def stream(
         self, turn: ResolvedTurn, view: RequestView, chunk_delay_s: float, fail: str | None
     ) -> AsyncIterator[bytes]: ...
@@ -115,6 +123,11 @@ def random_id(length: int) -> str:
     return "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
 
 
+def summary_turn(text: str) -> Turn:
+    """The answer to a compaction's summary request."""
+    return Turn(text=text)
+
+
 def estimate_tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
@@ -124,9 +137,19 @@ def resolve_turn(turn: Turn, fmt: WireFormat, seed: str, request_chars: int) -> 
         ResolvedCall(fmt.tool_call_id(f"{seed}|{i}"), call.name, dict(call.input))
         for i, call in enumerate(turn.tool_calls)
     ]
-    out_chars = len(turn.text or "") + sum(len(c.name) + len(c.arguments) for c in calls)
+    out_chars = (
+        len(turn.text or "")
+        + len(turn.thinking or "")
+        + len(turn.refusal or "")
+        + sum(len(c.name) + len(c.arguments) for c in calls)
+    )
     usage = turn.usage
     return ResolvedTurn(
+        thinking=turn.thinking,
+        signature=turn.signature or ("sig_" + seeded_id(f"{seed}|thinking", 40)),
+        redacted_thinking=turn.redacted_thinking,
+        refusal=turn.refusal,
+        stop_reason=turn.stop_reason,
         text=turn.text,
         calls=calls,
         input_tokens=(

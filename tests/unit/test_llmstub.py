@@ -261,7 +261,7 @@ def test_defaults_when_match_is_omitted() -> None:
         ),
         (
             {"conversations": [{"turns": [{"text": "x", "faults": [{"kind": "explode"}]}]}]},
-            "conversations[0].turns[0].faults[0].kind: Input should be 'http', 'drop' or 'stream_error'",
+            "conversations[0].turns[0].faults[0].kind: Input should be 'http', 'drop', 'stream_error' or 'overflow'",
         ),
         (
             {"conversations": [{"turns": [{"text": "x", "faults": [{"status": 200}]}]}]},
