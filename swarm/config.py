@@ -138,7 +138,8 @@ class SwarmConfig(Strict):
     model: str = "anthropic/claude-sonnet-5-5"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
-    pricing: dict[str, Price] = Field(default_factory=dict)  # "provider/model" -> price
+    # "provider/model" -> price, over genai-prices' data (swarm/providers/pricing.py)
+    pricing: dict[str, Price] = Field(default_factory=dict)
     # worktree: a git worktree per task and a merge queue (the default in a git
     # repository); shared: every agent edits the repository in place (the default elsewhere)
     workspace: Literal["worktree", "shared"] | None = None
