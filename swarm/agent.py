@@ -14,7 +14,7 @@ from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
 from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter
 from swarm.config import AgentInstance
 from swarm.providers.base import Provider, ProviderError
-from swarm.providers.pricing import cost_usd
+from swarm.providers.pricing import cost_usd, usage_fields
 from swarm.providers.repair import repair
 from swarm.providers.retry import RetryPolicy, with_retries
 from swarm.providers.types import Message, ModelResponse, ToolResult, ToolSpec, Usage
@@ -474,7 +474,12 @@ class AgentLoop:
                 self.retry,
                 lambda attempt, exc, delay: self._on_retry(task.id, attempt, exc, delay),
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ProviderError) and exc.usage is not None:
+                # the last attempt broke after the provider did the work: it counts (before
+                # its reservation goes, so the budget always sees one or the other)
+                spent = usage_fields(self.agent.model, exc.usage, self.swarm.pricing)
+                await self.board.record_usage(name, task.id, spent)
             await self.budget.release(name)
             raise
         if self._outage:  # the provider answers again: close the credential's circuit
@@ -589,6 +594,12 @@ class AgentLoop:
             raise
 
     async def _on_retry(self, task_id: str, attempt: int, exc: ProviderError, delay: float) -> None:
+        """An attempt failed and is retried; what it cost, if the provider did the work
+        (a stream broken half way), counts in the usage and the budget."""
+        spent = None
+        if exc.usage is not None:
+            spent = usage_fields(self.agent.model, exc.usage, self.swarm.pricing)
+            await self.board.record_usage(self.agent.name, task_id, spent)
         await self.board.emit(
             "provider_retry",
             task=task_id,
@@ -598,6 +609,7 @@ class AgentLoop:
                 "status": exc.status,
                 "delay_s": round(delay, 3),
                 "error": str(exc)[:300],
+                **({"spent": spent} if spent else {}),
             },
         )
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from swarm.providers.types import Message, ModelResponse, ToolSpec
+from swarm.providers.types import Message, ModelResponse, ToolSpec, Usage
 
 
 class ProviderError(Exception):
-    """A provider failure, classified once so the single retry layer can decide."""
+    """A provider failure, classified once so the single retry layer can decide.
+
+    ``usage``: what the failed attempt cost, when it failed after the provider did the work
+    (a stream broken half way); None when nothing was processed as far as we know. It may
+    be an estimate (see docs/architecture.md, "Budget"), and is counted in the budget."""
 
     def __init__(
         self,
@@ -18,12 +22,20 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after_s: float | None = None,
         provider: str = "",
+        usage: Usage | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.provider = provider
+        self.usage = usage
+
+
+def estimate_tokens(chars: int) -> int:
+    """About 4 characters a token: the estimate the budget and rate limits use before a
+    request, and for a broken stream whose usage never arrived."""
+    return chars // 4 + 1 if chars > 0 else 0
 
 
 class Provider(Protocol):
