@@ -32,7 +32,7 @@ from swarm.context import (
     summary_request,
 )
 from swarm.providers.base import Provider, ProviderError
-from swarm.providers.pricing import cost_usd
+from swarm.providers.pricing import cost_usd, usage_fields
 from swarm.providers.repair import repair
 from swarm.providers.retry import RetryPolicy, with_retries
 from swarm.providers.types import (
@@ -625,7 +625,12 @@ class AgentLoop:
                 self.retry,
                 lambda attempt, exc, delay: self._on_retry(task_id, attempt, exc, delay),
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ProviderError) and exc.usage is not None:
+                # the last attempt broke after the provider did the work: it counts (before
+                # its reservation goes, so the budget always sees one or the other)
+                spent = usage_fields(self.agent.model, exc.usage, self.swarm.pricing)
+                await self.board.record_usage(name, task_id, spent)
             await self.budget.release(name)
             raise
         if self._outage:  # the provider answers again: close the credential's circuit
@@ -637,16 +642,8 @@ class AgentLoop:
         return resp, attempts, reservation
 
     def _usage_fields(self, resp: ModelResponse, attempts: int) -> dict[str, float]:
-        u = resp.usage
-        return {
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens,
-            "cache_creation_tokens": u.cache_creation_tokens,
-            "usd": cost_usd(self.agent.model, u, self.swarm.pricing),
-            "turns": 1,
-            "requests": attempts,
-        }
+        fields = usage_fields(self.agent.model, resp.usage, self.swarm.pricing)
+        return {**fields, "turns": 1, "requests": attempts}
 
     async def _turn(
         self, task: TaskView, convo: Conversation, turn: int
@@ -835,6 +832,12 @@ class AgentLoop:
             raise
 
     async def _on_retry(self, task_id: str, attempt: int, exc: ProviderError, delay: float) -> None:
+        """An attempt failed and is retried; what it cost, if the provider did the work
+        (a stream broken half way), counts in the usage and the budget."""
+        spent = None
+        if exc.usage is not None:
+            spent = usage_fields(self.agent.model, exc.usage, self.swarm.pricing)
+            await self.board.record_usage(self.agent.name, task_id, spent)
         await self.board.emit(
             "provider_retry",
             task=task_id,
@@ -844,6 +847,7 @@ class AgentLoop:
                 "status": exc.status,
                 "delay_s": round(delay, 3),
                 "error": str(exc)[:300],
+                **({"spent": spent} if spent else {}),
             },
         )
 

@@ -482,26 +482,33 @@ def tool(
 @app.command()
 def models(
     config: Annotated[
-        Path | None, typer.Option("--config", help="use this config's providers")
+        Path | None, typer.Option("--config", help="use this config's providers, models, pricing")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
-    """List providers, their known models and whether credentials are present."""
+    """List providers, whether credentials are present, and the price each model gets
+    (USD per 1M tokens) and from where: genai-prices' data, the config's `pricing:`, or,
+    for a model genai-prices does not know, the highest price of its provider."""
     from swarm.config import load_config
     from swarm.providers.registry import describe_models
 
     configured: dict[str, dict[str, object]] = {}
+    names: list[str] = []
+    pricing: dict[str, tuple[float, float, float, float]] = {}
     if config is not None:
         try:
             loaded = load_config(config)
         except SwarmError as exc:
             _fail(exc)
         configured = {k: v.model_dump() for k, v in loaded.config.providers.items()}
-    rows = describe_models(configured)
+        names = [loaded.config.model, *(a.model for a in loaded.agents)]
+        pricing = {m: p.as_tuple() for m, p in loaded.config.pricing.items()}
+    rows = describe_models(configured, names, pricing)
     if json_out:
         print(json.dumps(rows, indent=1))
         return
-    table = Table("provider", "credentials", "base URL", "models", box=None)
+    console = Console()
+    table = Table("provider", "credentials", "base URL", box=None)
     for row in rows:
         if row["key_present"]:
             cred = f"[green]{row['key_env']} set[/]"
@@ -509,8 +516,41 @@ def models(
             cred = f"{row['key_env']} not needed"
         else:
             cred = f"[red]{row['key_env']} missing[/]"
-        table.add_row(row["provider"], cred, row["base_url"], ", ".join(row["models"]) or "-")
-    Console().print(table)
+        table.add_row(row["provider"], cred, row["base_url"])
+    console.print(table)
+    prices = Table(
+        "model",
+        "input",
+        "output",
+        "cache read",
+        "cache write",
+        "source",
+        box=None,
+        title_justify="left",
+    )
+    for row in rows:
+        for p in [*row["prices"], row["unknown_price"]]:
+            name = f"{row['provider']}/{p['model']}"
+            if p["model"] == "*":
+                name = f"{row['provider']}/(any other)"
+            source = p["source"]
+            if p.get("tiers"):
+                above = ", ".join(
+                    f">{t['above_prompt_tokens'] // 1000}k prompt: ${_usd(t['input'])}/${_usd(t['output'])}"
+                    for t in p["tiers"]
+                )
+                source += f" ({above})"
+            prices.add_row(
+                name,
+                *(f"${_usd(p[k])}" for k in ("input", "output", "cache_read", "cache_write")),
+                source,
+            )
+    console.print("\nUSD per 1M tokens:", highlight=False)
+    console.print(prices, highlight=False)
+
+
+def _usd(x: float) -> str:
+    return f"{x:g}"
 
 
 @stub_app.command("serve")

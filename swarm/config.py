@@ -167,7 +167,8 @@ class SwarmConfig(Strict):
     model: str = "anthropic/claude-sonnet-5-5"
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
-    pricing: dict[str, Price] = Field(default_factory=dict)  # "provider/model" -> price
+    # "provider/model" -> price, over genai-prices' data (swarm/providers/pricing.py)
+    pricing: dict[str, Price] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)  # "provider/model" -> settings
     context: ContextConfig = Field(default_factory=ContextConfig)
     # worktree: a git worktree per task and a merge queue (the default in a git

@@ -510,6 +510,13 @@ class Blackboard:
         ]
         return int(await self._store_turn(args=args))
 
+    async def record_usage(self, agent: str, task_id: str, usage: dict[str, float]) -> None:
+        """Count usage spent outside a stored turn (an attempt that failed after the
+        provider did the work) in the counters the budget reads: the run's, the agent's
+        and the task's. lua.STORE_TURN with nothing else: no messages, no reservation
+        settled, not fenced (it was spent whoever holds the task now)."""
+        await self.record_turn(agent, task_id, [], usage=usage)
+
     async def usage(self, kind: str | None = None, name: str = "") -> dict[str, float]:
         key = self.k.usage if kind is None else self.k.usage_of(kind, name)
         return {k: float(v) for k, v in (await self.r.hgetall(key)).items()}

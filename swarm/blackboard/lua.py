@@ -211,8 +211,13 @@ if state and state ~= 'running' then return {'stopped', state} end
 local usage = p .. ':usage'
 local budget = p .. ':budget'
 local spent_usd = tonumber(redis.call('HGET', usage, 'usd') or '0')
-local spent_tok = tonumber(redis.call('HGET', usage, 'input_tokens') or '0')
-  + tonumber(redis.call('HGET', usage, 'output_tokens') or '0')
+-- max_tokens counts what the providers processed: input including cache reads and cache
+-- writes (kept apart in the usage counters), plus output
+local spent_tok = 0
+for _, v in ipairs(redis.call('HMGET', usage, 'input_tokens', 'cache_read_tokens',
+    'cache_creation_tokens', 'output_tokens')) do
+  spent_tok = spent_tok + tonumber(v or '0')
+end
 -- reservations are held per agent (one request in flight each), so a holder that died
 -- is cleared by its restart or by the coordinator instead of blocking the budget forever
 redis.call('HDEL', budget, ARGV[6])

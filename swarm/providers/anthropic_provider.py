@@ -11,6 +11,7 @@ messages); the response side is recorded as before.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ from swarm.providers.base import (
     TRANSPORT_ERRORS,
     ProviderError,
     classify_status,
+    estimate_tokens,
     retry_after_from_headers,
 )
 from swarm.providers.convert import (
@@ -201,6 +203,7 @@ class AnthropicProvider:
             max_tokens=max_tokens,
             options=options,
         )
+        stream: Any = None  # once open, what it saw: message_start carries the input usage
         try:
             request = self.client.post(
                 "/v1/messages",
@@ -219,6 +222,7 @@ class AnthropicProvider:
                     f"anthropic: stream error ({kind}): {_error_text(exc)}",
                     retryable=kind in ("overloaded_error", "api_error", "rate_limit_error", ""),
                     provider=self.name,
+                    usage=partial_usage(stream),
                 ) from None
             raise ProviderError(
                 f"anthropic: HTTP {exc.status_code}: {_error_text(exc)}",
@@ -229,23 +233,31 @@ class AnthropicProvider:
             ) from None
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
             raise ProviderError(
-                f"anthropic: connection error: {exc}", retryable=True, provider=self.name
+                f"anthropic: connection error: {exc}",
+                retryable=True,
+                provider=self.name,
+                usage=partial_usage(stream),
             ) from None
         except anthropic.APIError as exc:  # error event in the middle of a stream
             raise ProviderError(
-                f"anthropic: stream error: {exc}", retryable=True, provider=self.name
+                f"anthropic: stream error: {exc}",
+                retryable=True,
+                provider=self.name,
+                usage=partial_usage(stream),
             ) from None
         except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
             raise ProviderError(
                 f"anthropic: connection lost during the response: {type(exc).__name__}",
                 retryable=True,
                 provider=self.name,
+                usage=partial_usage(stream),
             ) from None
         if final.stop_reason is None:  # the stream ended without message_delta / stop
             raise ProviderError(
                 "anthropic: the response stream ended before the turn was complete",
                 retryable=True,
                 provider=self.name,
+                usage=partial_usage(stream),
             )
         return from_anthropic(final)
 
@@ -305,6 +317,36 @@ def _options_json(options: RequestOptions | None, has_tools: bool) -> bytes:
     if options.parallel_tool_calls is False and has_tools:
         out += b',"tool_choice":{"type":"auto","disable_parallel_tool_use":true}'
     return out
+
+
+def partial_usage(stream: Any) -> Usage | None:
+    """What an attempt that broke after the stream opened cost: message_start's usage (the
+    input, cache reads and writes, exactly) and the output so far — the larger of the
+    count the stream reported and an estimate from the content received (4 characters a
+    token). None if no message_start arrived (nothing known to be processed)."""
+    if stream is None:
+        return None
+    try:
+        snapshot = stream.current_message_snapshot
+    except AssertionError:  # no message_start yet
+        return None
+    if snapshot is None:
+        return None
+    chars = 0
+    for block in snapshot.content:
+        if block.type == "text":
+            chars += len(block.text)
+        elif block.type == "tool_use":
+            chars += len(json.dumps(block.input)) + len(block.name)
+        elif block.type == "thinking":
+            chars += len(block.thinking)
+    u = snapshot.usage
+    return Usage(
+        input_tokens=u.input_tokens or 0,
+        output_tokens=max(u.output_tokens or 0, estimate_tokens(chars)),
+        cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+        cache_creation_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+    )
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 
 class ProviderError(Exception):
-    """A provider failure, classified once so the single retry layer can decide."""
+    """A provider failure, classified once so the single retry layer can decide.
+
+    ``usage``: what the failed attempt cost, when it failed after the provider did the work
+    (a stream broken half way); None when nothing was processed as far as we know. It may
+    be an estimate (see docs/architecture.md, "Budget"), and is counted in the budget."""
 
     def __init__(
         self,
@@ -19,6 +23,7 @@ class ProviderError(Exception):
         retry_after_s: float | None = None,
         provider: str = "",
         kind: str = "",
+        usage: Usage | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -30,6 +35,7 @@ class ProviderError(Exception):
         self.kind = kind or ("context_exceeded" if is_context_overflow(status, message) else "")
         if self.kind == "context_exceeded":
             self.retryable = False
+        self.usage = usage  # what a failed attempt is known to have cost (a broken stream)
 
 
 # How each provider words "the prompt does not fit" (HTTP 400s): Anthropic's "prompt is
@@ -51,6 +57,12 @@ def is_context_overflow(status: int | None, text: str) -> bool:
         return False
     lowered = text.lower()
     return any(word in lowered for word in _OVERFLOW_WORDS)
+
+
+def estimate_tokens(chars: int) -> int:
+    """About 4 characters a token: the estimate the budget and rate limits use before a
+    request, and for a broken stream whose usage never arrived."""
+    return chars // 4 + 1 if chars > 0 else 0
 
 
 class Provider(Protocol):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from swarm.providers.base import estimate_tokens
 from swarm.providers.types import (
     Block,
     Message,
@@ -478,6 +479,22 @@ class ChatAccumulator:
     @property
     def complete(self) -> bool:
         return self.finish_reason is not None
+
+    def partial_usage(self, request_chars: int) -> Usage:
+        """What a stream that broke after it opened cost. Chat streams report usage only
+        at the end, so unless it arrived this is an estimate (4 characters a token): the
+        request's size as uncached input (the provider read all of it; cached input would
+        cost less) and what arrived as output."""
+        if self.usage is not None:
+            return self.usage
+        chars = sum(len(t) for t in self.text)
+        for s in self.slots.values():
+            chars += len(s.name) + len(s.arguments)
+            if s.parsed is not None:
+                chars += len(json.dumps(s.parsed))
+        return Usage(
+            input_tokens=estimate_tokens(request_chars), output_tokens=estimate_tokens(chars)
+        )
 
     def response(self, model: str) -> ModelResponse:
         blocks: list[Block] = []

@@ -25,7 +25,7 @@ from swarm.providers.convert import (
     normalize_tool_ids,
     to_chat_messages,
 )
-from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), retry_connection_errors=False)
 
@@ -60,32 +60,42 @@ class MistralProvider:
         opts = options or RequestOptions()
         wire = to_chat_messages(system, normalize_tool_ids(messages, self.name), tool_names=True)
         acc = ChatAccumulator()
+        wire_tools = chat_tools(tools) if tools else None
+        opened = False  # the response began: the provider is doing the work
+
+        def partial() -> Usage | None:  # what a stream broken half way cost (an estimate)
+            size = len(json.dumps(wire)) + len(system) + len(json.dumps(wire_tools or []))
+            return acc.partial_usage(size) if opened else None
+
         try:
             stream = await self.client.chat.stream_async(
                 model=model,
                 messages=cast(Any, wire),
-                tools=cast(Any, chat_tools(tools)) if tools else UNSET,
+                tools=cast(Any, wire_tools) if wire_tools else UNSET,
                 max_tokens=max_tokens,
                 temperature=opts.temperature if opts.temperature is not None else UNSET,
                 parallel_tool_calls=opts.parallel_tool_calls if tools else None,
                 retries=NO_RETRIES,
             )
+            opened = True
             async with stream:
                 async for event in stream:
                     add_chunk(acc, event.data)
         except MistralError as exc:
-            raise provider_error(self.name, exc) from None
+            raise provider_error(self.name, exc, partial()) from None
         except (httpx2.TransportError, NoResponseError) as exc:
             raise ProviderError(
                 f"{self.name}: connection error: {_describe(exc)}",
                 retryable=True,
                 provider=self.name,
+                usage=partial(),
             ) from None
         if not acc.complete:
             raise ProviderError(
                 f"{self.name}: the response stream ended before the turn was complete",
                 retryable=True,
                 provider=self.name,
+                usage=partial(),
             )
         return acc.response(model)
 
@@ -133,17 +143,20 @@ def _cached(usage: Any) -> int:
     return int(getattr(details, "cached_tokens", 0) or 0)
 
 
-def provider_error(provider: str, exc: MistralError) -> ProviderError:
+def provider_error(provider: str, exc: MistralError, usage: Usage | None = None) -> ProviderError:
     text = _error_text(exc.body) or exc.__class__.__name__
     status = exc.status_code
     if status < 400:  # the response started fine; an error event arrived mid-stream
-        return ProviderError(f"{provider}: stream error: {text}", retryable=True, provider=provider)
+        return ProviderError(
+            f"{provider}: stream error: {text}", retryable=True, provider=provider, usage=usage
+        )
     return ProviderError(
         f"{provider}: HTTP {status}: {text}",
         status=status,
         retryable=classify_status(status, exc.headers),
         retry_after_s=retry_after_from_headers(exc.headers),
         provider=provider,
+        usage=usage,
     )
 
 

@@ -32,7 +32,7 @@ from swarm.providers.convert import (
     chat_usage,
     wire_json,
 )
-from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec
+from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 OPENAI_API_HOST = "api.openai.com"
 MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
@@ -102,6 +102,7 @@ class OpenAIProvider:
             options=options,
         )
         acc = ChatAccumulator()
+        opened = False  # the response began: the provider is doing the work
         try:
             stream = await self.client.post(
                 "/chat/completions",
@@ -111,22 +112,26 @@ class OpenAIProvider:
                 stream=True,
                 stream_cls=CHUNK_STREAM,
             )
+            opened = True
             async with stream:
                 async for chunk in stream:
                     add_chunk(acc, chunk)
         except openai.APIError as exc:
-            raise provider_error(self.name, exc) from None
+            usage = acc.partial_usage(len(body)) if opened else None
+            raise provider_error(self.name, exc, usage) from None
         except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
             raise ProviderError(
                 f"{self.name}: connection lost during the response: {type(exc).__name__}",
                 retryable=True,
                 provider=self.name,
+                usage=acc.partial_usage(len(body)) if opened else None,
             ) from None
         if not acc.complete:
             raise ProviderError(
                 f"{self.name}: the response stream ended before the turn was complete",
                 retryable=True,
                 provider=self.name,
+                usage=acc.partial_usage(len(body)),
             )
         return acc.response(model)
 
@@ -193,8 +198,11 @@ def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:
         acc.finish(choice.finish_reason)
 
 
-def provider_error(provider: str, exc: openai.APIError) -> ProviderError:
-    """One classified error per SDK failure; the message carries no credentials."""
+def provider_error(
+    provider: str, exc: openai.APIError, usage: Usage | None = None
+) -> ProviderError:
+    """One classified error per SDK failure; the message carries no credentials. ``usage``:
+    what the attempt cost if it failed after the response began."""
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
         return ProviderError(
@@ -203,16 +211,21 @@ def provider_error(provider: str, exc: openai.APIError) -> ProviderError:
             retryable=classify_status(exc.status_code, headers),
             retry_after_s=retry_after_from_headers(headers),
             provider=provider,
+            usage=usage,
         )
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return ProviderError(
-            f"{provider}: connection error: {exc.message}", retryable=True, provider=provider
+            f"{provider}: connection error: {exc.message}",
+            retryable=True,
+            provider=provider,
+            usage=usage,
         )
     # An error event in the middle of a stream (or an unparseable response).
     return ProviderError(
         f"{provider}: stream error: {error_text(exc.body, exc.message)}",
         retryable=True,
         provider=provider,
+        usage=usage,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from swarm.errors import BadInput
 from swarm.providers.base import Provider
-from swarm.providers.pricing import PRICES
+from swarm.providers.pricing import LISTED_MODELS, Price, price_info, unknown_price
 
 DEFAULT_KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
@@ -82,12 +82,23 @@ def make_provider(settings: ProviderSettings, api_key: str | None = None) -> Pro
     return CopilotProvider(token=key, base_url=settings.base_url)
 
 
-def describe_models(configured: dict[str, dict[str, object]] | None = None) -> list[dict[str, Any]]:
+def describe_models(
+    configured: dict[str, dict[str, object]] | None = None,
+    models: list[str] | tuple[str, ...] = (),
+    pricing: dict[str, Price] | None = None,
+) -> list[dict[str, Any]]:
     """One row per provider for `swarm models`: base URL (or "default"), the key's environment
-    variable and whether it is set (never the key), and the models pricing.py knows."""
+    variable and whether it is set (never the key), and models with the price each gets and
+    where it comes from (swarm.providers.pricing): the well-known ones, then ``models``
+    (``provider/model``, e.g. those a config names), then what any other model is charged."""
     rows: list[dict[str, Any]] = []
     for provider in DEFAULT_KEY_ENV:
         s = settings_for(provider, configured)
+        names = list(LISTED_MODELS.get(provider, ()))
+        for full in [*models, *(pricing or {})]:
+            p, _, name = full.partition("/")
+            if p == provider and name and name not in names:
+                names.append(name)
         rows.append(
             {
                 "provider": provider,
@@ -96,9 +107,9 @@ def describe_models(configured: dict[str, dict[str, object]] | None = None) -> l
                 "key_env": s.api_key_env,
                 "key_present": s.has_key,
                 "key_required": s.key_required,
-                "models": sorted(
-                    name.split("/", 1)[1] for name in PRICES if name.startswith(provider + "/")
-                ),
+                "models": names,
+                "prices": [price_info(f"{provider}/{n}", pricing).describe() for n in names],
+                "unknown_price": unknown_price(provider).describe() | {"model": "*"},
             }
         )
     return rows

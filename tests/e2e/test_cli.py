@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import genai_prices
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -115,3 +117,33 @@ def test_unreachable_ray_address_is_bad_input(tmp_path: Path, project_root: Path
     assert "RAY_ADDRESS: nothing answers at 127.0.0.1:1" in proc.stderr
     status = swarm("status", "--json", cwd=tmp_path)
     assert '"state": "failed"' in status.stdout  # the run says why it never started
+
+
+def test_models_says_which_price_each_model_gets_and_from_where(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "name: p\ngoal: g\nmodel: anthropic/claude-sonnet-5-5\n"
+        "pricing:\n  openai/local-llama: {input: 0, output: 0}\n"
+        "agents:\n  - {name: a, role: developer, model: openai/local-llama}\n"
+        "  - {name: b, role: developer, model: mistral/brand-new}\n"
+        "phases:\n  - name: one\n    tasks:\n      - {id: t, title: T, agent: a}\n"
+    )
+    proc = swarm("models", "--config", str(tmp_path / "s.yaml"), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    prices = {
+        f"{r['provider']}/{p['model']}": p
+        for r in json.loads(proc.stdout)
+        for p in [*r["prices"], r["unknown_price"]]
+    }
+    assert prices["anthropic/claude-sonnet-5-5"]["source"] == (
+        f"genai-prices {genai_prices.__version__}"
+    )
+    assert prices["openai/local-llama"]["source"] == "config pricing"
+    assert prices["openai/local-llama"]["output"] == 0
+    assert prices["mistral/brand-new"]["source"] == "unknown model: highest mistral price"
+    assert prices["mistral/brand-new"]["input"] == prices["mistral/*"]["input"]
+    assert prices["copilot/*"]["input"] == 0
+    table = swarm("models", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert "anthropic/claude-sonnet-5-5" in table.stdout and "genai-prices" in table.stdout
+    assert "unknown model: highest openai price" in table.stdout
+    assert "copilot subscription ($0 per token)" in table.stdout

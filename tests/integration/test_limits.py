@@ -124,3 +124,48 @@ async def test_a_leaked_reservation_expires(board: Blackboard) -> None:
     await board.r.hset(board.k.budget, "ghost", f"{usd} {tokens} 1")  # its deadline passed
     await asyncio.wait_for(budget.reserve("b", 0.5, 10), 2)
     assert "ghost" not in await board.r.hgetall(board.k.budget)
+
+
+async def test_max_tokens_counts_cache_reads_and_writes(board: Blackboard) -> None:
+    """max_tokens is what the providers processed: input (uncached, cache reads, cache
+    writes, which the usage counters keep apart) plus output."""
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=None, max_tokens=1000)
+    r = await budget.reserve("a", 0.0, 100)
+    usage = {
+        "input_tokens": 100,
+        "cache_read_tokens": 500,
+        "cache_creation_tokens": 200,
+        "output_tokens": 100,
+    }
+    await board.record_turn("a", "t", [], usage=usage, settle=r)  # 900 spent
+    await budget.reserve("a", 0.0, 100)  # 1000 fits
+    await budget.release("a")
+    with pytest.raises(BudgetExhausted) as info:  # 1001 does not
+        await asyncio.wait_for(budget.reserve("a", 0.0, 101), 2)
+    assert info.value.reason == "max_tokens 1000 reached (900 spent)"
+
+
+async def test_usage_recorded_outside_a_turn_counts_in_the_budget(board: Blackboard) -> None:
+    """record_usage (an attempt that broke after the provider did the work) adds to the
+    run's, the agent's and the task's counters, which the budget reads."""
+    await board.init_run({"name": "t"}, [])
+    budget = Budget(board.r, board.run_id, max_usd=1.0, max_tokens=10_000)
+    r = await budget.reserve("a", 0.5, 1000)
+    await board.record_usage(
+        "a", "t", {"input_tokens": 4000, "cache_read_tokens": 1000, "usd": 0.3}
+    )
+    await board.record_usage("a", "t", {"output_tokens": 50, "usd": 0.1})
+    assert await board.r.hget(board.k.budget, "a")  # the reservation is still held
+    for kind, name in ((None, ""), ("agent", "a"), ("task", "t")):
+        assert await board.usage(kind, name) == {
+            "input_tokens": 4000.0,
+            "cache_read_tokens": 1000.0,
+            "output_tokens": 50.0,
+            "usd": pytest.approx(0.4),
+        }
+    await board.record_turn("a", "t", [], usage={"usd": 0.05}, settle=r)
+    with pytest.raises(BudgetExhausted) as info:  # 0.45 + 0.6 > 1.0
+        await asyncio.wait_for(budget.reserve("a", 0.6, 10), 2)
+    assert "max_usd 1.0 reached ($0.4500 spent)" == info.value.reason
+    assert (await board.meta()).get("last_turn_ms") is None  # no turn was recorded

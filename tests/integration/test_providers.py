@@ -57,7 +57,8 @@ EXPECTED_PLAIN_USAGE = {
     "copilot": Usage(**PLAIN_USAGE),
     "mistral": Usage(input_tokens=13, output_tokens=5, cache_read_tokens=3),
 }
-# USD per 1M tokens from pricing.py; copilot models are not priced there (default rate).
+# USD per 1M tokens from genai-prices' data (pricing.py); gpt-5 and mistral-large have no
+# cache-write rate and mistral-large no cache-read rate either: those tokens bill as input.
 EXPECTED_PLAIN_COST = {
     "anthropic": (11 * 3.0 + 5 * 15.0 + 3 * 0.3 + 2 * 3.75) / 1e6,
     "openai": (11 * 1.25 + 5 * 10.0 + 3 * 0.125 + 2 * 1.25) / 1e6,
