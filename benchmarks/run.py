@@ -311,7 +311,7 @@ def bench_blackboard(n: int) -> list[tuple[str, str]]:
     """Redis round trips on the agent's hot path: one turn's writes pipelined in one
     transaction against the same writes sent one by one; claim+complete throughput."""
     from swarm.blackboard.board import Blackboard
-    from swarm.blackboard.connection import open_redis
+    from swarm.blackboard.connection import open_redis, stop_embedded
 
     with tempfile.TemporaryDirectory() as tmp:
         handle = open_redis(Path(tmp))
@@ -357,6 +357,7 @@ def bench_blackboard(n: int) -> list[tuple[str, str]]:
 
         piped, single, cycle = asyncio.run(run())
         handle.close()
+        stop_embedded(Path(tmp))
     return [
         ("one turn's writes in one MULTI pipeline (embedded Redis)", f"{piped:.0f} µs"),
         ("the same writes as single commands", f"{single:.0f} µs"),
@@ -410,10 +411,14 @@ def main() -> None:
     args = parser.parse_args()
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
+    from benchmarks import redis_fsync
+
+    NOTES[redis_fsync.TITLE] = redis_fsync.note()
     sections = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
+        redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
     }
     print(write_doc(sections))
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swarm.errors import BadInput, SwarmError
+from swarm.secrets import redact, secret_values
 
 app = typer.Typer(
     help="A multi-agent coding swarm orchestrator.",
@@ -27,7 +28,8 @@ err = Console(stderr=True)
 
 
 def _fail(exc: SwarmError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    message = redact(str(exc), secret_values())  # e.g. the embedded Redis' password
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

@@ -35,7 +35,7 @@ from swarm.workspace.worktrees import WorkspaceSettings
 class AgentSpec(BaseModel):
     """Everything an actor needs to build its loop; JSON-serialisable."""
 
-    redis_url: str
+    redis_url: str = Field(repr=False)  # the embedded server's carries its password
     run_id: str
     agent: AgentInstance
     swarm: dict[str, Any]

@@ -49,7 +49,7 @@ def display_mode(json_events: bool, no_dashboard: bool) -> str:
 async def _launch(
     plan: RunPlan, mode: str, workdir: Path, include_dirty: bool, apply: bool = False
 ) -> LaunchResult:
-    handle = open_redis(state_dir(workdir))
+    handle = open_redis(state_dir(workdir), check_settings=True)
     board = Blackboard(handle.url, plan.run_id, plan.loaded.config.reliability.redis_outage_s)
     try:
         if await board.exists():
@@ -109,7 +109,7 @@ async def _supervise(
 async def _resume(
     run_id: str, mode: str, workdir: Path, budget: dict[str, float], retry_failed: bool = False
 ) -> LaunchResult:
-    handle = open_redis(state_dir(workdir))
+    handle = open_redis(state_dir(workdir), check_settings=True)
     board = Blackboard(handle.url, run_id)
     try:
         if not await board.exists():

