@@ -410,6 +410,8 @@ class AgentLoop:
         if len(messages) != len(view) or messages != view:
             await self.board.emit("transcript_repaired", task=task.id, agent=name)
         convo = Conversation(messages, turns_before=task.ctx_turns, pruned=task.ctx_pruned)
+        if task.ctx_ratio > 0:  # sized as before a crash, so the same view is replayed
+            self.meter.tokens_per_char = task.ctx_ratio
         if task.rework and self.workspaces is not None:  # the merge queue sent it back
             await self._guard(task.id)
             note = Message.user_text(await self.workspaces.take_up_rework(task))
@@ -693,6 +695,7 @@ class AgentLoop:
             stored,
             usage=usage,
             agent_fields={"turns_task": turn - task.turn_base},
+            set_task_fields={"ctx_ratio": round(self.meter.tokens_per_char, 6)},
             settle=reservation,
             events=events,
         )

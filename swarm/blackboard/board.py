@@ -103,6 +103,7 @@ class TaskView(BaseModel):
     ctx_start: int = 0
     ctx_pruned: int = 0
     ctx_turns: int = 0
+    ctx_ratio: float = 0.0  # tokens per character of its requests, as last measured
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> TaskView:
