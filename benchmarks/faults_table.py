@@ -21,6 +21,7 @@ BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"
 COMMANDS = {
     "agent actor SIGKILL": "test_agent_actors_sigkilled_mid_run",
     "raylet SIGKILL (node loss)": "test_raylet_sigkilled_ray_restarts_and_agents_continue",
+    "second Ray node killed": "test_second_ray_node_killed",
     "coordinator SIGKILL, then resume": "test_coordinator_sigkilled_then_resumed",
     "SIGHUP (terminal closed), then resume": "test_sighup_stops_like_sigterm_and_resume_completes",
     "external Redis SIGKILL": "test_external_redis_killed_and_back",

@@ -15,7 +15,15 @@ from typing import Any
 from swarm.blackboard.board import TERMINAL, Blackboard
 from swarm.config import Reliability
 from swarm.errors import BadInput
-from swarm.hosting import AgentActor, AgentSpec, actor_env, start_ray
+from swarm.hosting import (
+    AGENT_RESOURCE_ENV,
+    AgentActor,
+    AgentSpec,
+    actor_env,
+    agent_resource,
+    check_agent_resource,
+    start_ray,
+)
 from swarm.liveness import coordinator_holder
 from swarm.reaper import start_reaper
 from swarm.tools.bash import KILL_GRACE_S
@@ -78,23 +86,44 @@ class Coordinator:
         )
         if os.environ.get("RAY_ADDRESS"):
             options["runtime_env"] = {"env_vars": actor_env(spec)}
-        if spec.workspace.mode == "worktree":
-            # worktrees live on this machine: its agents must too (until runs share a
-            # git remote, see docs/workspaces.md)
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                node_id=ray.get_runtime_context().get_node_id(), soft=False
-            )
+        options.update(self._placement(spec))
         actor = ray.remote(AgentActor).options(**options).remote(spec.model_dump_json())  # type: ignore[attr-defined]
         self.actors[spec.agent.name] = actor
         self.runs[spec.agent.name] = asyncio.ensure_future(
             self._await_actor(spec.agent.name, actor)
         )
 
+    @staticmethod
+    def _placement(spec: AgentSpec) -> dict[str, Any]:
+        """Only a node that reaches the agent's workspace may host it, now and when Ray
+        restarts it after its node is lost (a restart keeps these options). The driver's
+        node always does; on a joined cluster a shared run's agents are spread over the
+        nodes that offer ``SWARM_AGENT_RESOURCE`` instead. Worktrees are this machine's
+        files: a worktree run's agents stay here (docs/workspaces.md)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        resource = agent_resource(spec.workspace.mode)
+        if resource:
+            return {"resources": {resource: 1}, "scheduling_strategy": "SPREAD"}
+        if spec.workspace.mode == "shared" and not os.environ.get("RAY_ADDRESS"):
+            return {}  # a local Ray has no other node
+        node = ray.get_runtime_context().get_node_id()
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+
     def spawn(self) -> None:
         start_ray()
         self._watch_ray()
+        mode = self.specs[0].workspace.mode if self.specs else "shared"
+        resource = agent_resource(mode)
+        if resource:
+            check_agent_resource(resource, len(self.specs))
+        elif mode == "worktree" and os.environ.get(AGENT_RESOURCE_ENV):
+            log.warning(
+                "%s is not used: a worktree run's agents stay on the driver's node "
+                "(docs/workspaces.md)",
+                AGENT_RESOURCE_ENV,
+            )
         for spec in self.specs:
             self._spawn_one(spec)
 

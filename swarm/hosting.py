@@ -234,6 +234,35 @@ def _check_ray_address(address: str) -> None:
         raise BadInput(f"RAY_ADDRESS: nothing answers at {host}:{port} ({exc})") from None
 
 
+AGENT_RESOURCE_ENV = "SWARM_AGENT_RESOURCE"
+
+
+def agent_resource(mode: str) -> str | None:
+    """The Ray resource that marks the nodes of a joined cluster where a shared run's agents
+    run (nodes that reach its repository: this machine, or a shared file system; the
+    driver's node only if it offers it too), from ``SWARM_AGENT_RESOURCE``; each agent
+    takes one unit. None: the agents stay on the driver's node (a local Ray, a worktree
+    run, or no resource named)."""
+    name = os.environ.get(AGENT_RESOURCE_ENV, "").strip()
+    if not name or mode != "shared" or os.environ.get("RAY_ADDRESS", "") in ("", "local"):
+        return None
+    return name
+
+
+def check_agent_resource(name: str, agents: int) -> None:
+    """Refuse a resource the joined cluster cannot place every agent on (the actors would
+    wait for it forever)."""
+    import ray
+
+    have = ray.cluster_resources().get(name, 0.0)
+    if have < agents:
+        raise BadInput(
+            f"{AGENT_RESOURCE_ENV}={name}: the cluster's nodes offer {have:g} of it, the run "
+            f"has {agents} agents (one each); start the nodes that reach the workspace with "
+            f"ray start --resources='{{\"{name}\": N}}'"
+        )
+
+
 def actor_env(spec: AgentSpec) -> dict[str, str]:
     """The variables an agent's provider needs, for actors on other machines of a joined
     cluster (their processes do not inherit this one's environment). Never the key: it

@@ -1,8 +1,9 @@
-"""The fault suite's harness: a real swarm (the CLI as a subprocess, local Ray, a real
-redis-server on TCP) against the scripted LLM server, faults injected from outside as an
-operator would (a signal to a pid, Redis stopped, the provider failing or rejecting the
-key), and the outcome read from two independent records: the run's event stream and the
-scripted server's own request log.
+"""The fault suite's harness: a real swarm (the CLI as a subprocess, local Ray or a
+cluster of `ray start` nodes on this machine, a real redis-server on TCP) against the
+scripted LLM server, faults injected from outside as an operator would (a signal to a
+pid, Redis stopped, the provider failing or rejecting the key), and the outcome read
+from two independent records: the run's event stream and the scripted server's own
+request log.
 
 `SWARM_FAULTS_FULL=1` runs the full sizes (`make faults`); otherwise the quick form runs
 inside `make test`. `SWARM_FAULTS_REPORT=FILE` appends each scenario's figures (JSON
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -177,6 +179,7 @@ class Swarm:
         self.stub = StubServer(script(n_tasks, delay_s), record_path=tmp_path / "requests.jsonl")
         self.procs: list[subprocess.Popen[str]] = []
         self.key = GOOD_KEY
+        self.extra_env: dict[str, str] = {}  # e.g. RAY_ADDRESS of a RayCluster
 
     def __enter__(self) -> Swarm:
         self.redis.start()
@@ -198,6 +201,7 @@ class Swarm:
             "ANTHROPIC_API_KEY": self.key,
             "REDIS_URL": self.redis.url,
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
     def cli(self, *args: str) -> subprocess.Popen[str]:
@@ -265,8 +269,16 @@ class Swarm:
 
     # -- the outcome -------------------------------------------------------------------
     def figures(
-        self, scenario: str, fault_at: float | None, exit_codes: list[int], notes: str = ""
+        self,
+        scenario: str,
+        fault_at: float | None,
+        exit_codes: list[int],
+        notes: str = "",
+        recovered_at: float | None = None,
     ) -> Figures:
+        """``recovered_at``: an act of recovery the event stream does not show (Ray
+        restarting actors of a lost node), as the test observed it."""
+
         async def read(board: Blackboard) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:
             tasks = await board.tasks()
             events = await board.events(count=1_000_000)
@@ -283,7 +295,7 @@ class Swarm:
         if fault_at is not None:
             # recovered: the first model turn after the fault and after the last act of
             # recovery (a respawn, Redis back, a resume), i.e. work going on again
-            marks = [fault_at] + [
+            marks = [fault_at, recovered_at or fault_at] + [
                 e.ts / 1000 for e in events if e.type in RECOVERY_EVENTS and e.ts / 1000 > fault_at
             ]
             start = max(marks)
@@ -358,3 +370,200 @@ def descendants(pid: int, name: str) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         return [c for c in psutil.Process(pid).children(recursive=True) if c.name() == name]
     return []
+
+
+RAY = Path(sys.executable).parent / "ray"
+PROJECT_ROOT = AGENTS_DIR.parent
+
+
+class RayCluster:
+    """A Ray cluster of this machine's own, as an operator would run one: a head and
+    worker nodes started with `ray start` in a temp dir of their own. Stopped by killing
+    its processes by pid (found by that temp dir, or as children of its raylets), never
+    with `ray stop`, which stops every Ray of the user on the machine."""
+
+    def __init__(self) -> None:
+        # short: Ray's unix socket paths live under it (108 bytes at most)
+        self.temp = Path(tempfile.mkdtemp(prefix="swarm-ray-", dir="/tmp"))
+        self.port = free_port()
+        self.seen: dict[int, float] = {}  # pid -> create time of every process of ours
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # Token auth off, on the nodes and for whoever joins: else whether a token exists in
+    # ~/.ray (a local ray.init of the user makes one) would decide it, and this
+    # process's own queries of the GCS carry none.
+    AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of a process that joins the cluster (the swarm's CLI)."""
+        return {"RAY_ADDRESS": self.address, **self.AUTH}
+
+    def __enter__(self) -> RayCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _start(self, *args: str, num_cpus: int, resources: dict[str, float]) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        # the agents' processes import this checkout's swarm, as a driver-started Ray's do
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        env.update(self.AUTH, RAY_USAGE_STATS_ENABLED="0")
+        cmd = [str(RAY), "start", *args, f"--temp-dir={self.temp}", f"--num-cpus={num_cpus}"]
+        cmd += [f"--resources={json.dumps(resources)}", "--object-store-memory=80000000"]
+        cmd += ["--disable-usage-stats"]
+        try:
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            self.track()
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+
+    def start_head(self, num_cpus: int, resources: dict[str, float]) -> str:
+        self._start(
+            "--head",
+            f"--port={self.port}",
+            "--include-dashboard=false",
+            f"--dashboard-port={free_port()}",  # the minimal one still listens: not 8265
+            num_cpus=num_cpus,
+            resources=resources,
+        )
+        return self._new_node(set())
+
+    def add_node(self, num_cpus: int, resources: dict[str, float]) -> str:
+        """Join a node on this machine; returns its node id."""
+        before = {n["NodeID"] for n in self.nodes()}  # the head answers by now
+        self._start(f"--address={self.address}", num_cpus=num_cpus, resources=resources)
+        return self._new_node(before)
+
+    def _new_node(self, before: set[str]) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the GCS may not answer yet
+                nodes = self.nodes()
+                new = [n["NodeID"] for n in nodes if n["Alive"] and n["NodeID"] not in before]
+                if new:
+                    return str(new[0])
+            time.sleep(0.5)
+        raise RuntimeError("the node did not join the cluster")
+
+    # -- what the GCS knows (read without joining the cluster as a driver) -------------
+    def _state(self) -> Any:
+        import ray
+        from ray._private.state import GlobalState
+
+        state = GlobalState()
+        state._initialize_global_state(
+            ray._raylet.GcsClientOptions.create(
+                self.address, None, allow_cluster_id_nil=True, fetch_cluster_id_if_nil=False
+            )
+        )
+        return state
+
+    def nodes(self) -> list[dict[str, Any]]:
+        state = self._state()
+        try:
+            return list(state.node_table())
+        finally:
+            state.disconnect()
+
+    def actors(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Actors whose name starts with ``prefix``: name, state, node id, pid."""
+        state = self._state()
+        try:
+            table = state.actor_table(None)
+        finally:
+            state.disconnect()
+        return [
+            {
+                "name": a["Name"],
+                "state": a["State"],
+                "node": a["Address"]["NodeID"],
+                "pid": a["Pid"],
+            }
+            for a in table.values()
+            if a["Name"].startswith(prefix)
+        ]
+
+    # -- processes ---------------------------------------------------------------------
+    def raylet(self, node_id: str) -> psutil.Process:
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if cmd and cmd[0].endswith("raylet") and f"--node_id={node_id}" in cmd:
+                return p
+        raise LookupError(f"no raylet of node {node_id}")
+
+    def track(self) -> list[psutil.Process]:
+        """Every live process of this cluster: its temp dir on the command line or a file
+        of it open (Ray's agents rewrite their command line), started by one of its live
+        raylets (RAY_RAYLET_PID), or a descendant of these. Remembered, so that processes
+        a killed raylet left behind are still found (call it before killing one)."""
+        ours: dict[int, psutil.Process] = {}
+        me = {os.getpid()} | {p.pid for p in psutil.Process().parents()}
+        temp = str(self.temp)
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if p.pid in me:
+                    continue
+                if temp in " ".join(p.info["cmdline"] or []) or any(
+                    f.path.startswith(temp + os.sep)
+                    for f in p.open_files()  # its logs
+                ):
+                    ours[p.pid] = p
+        raylets = set()
+        for pid, p in ours.items():
+            with contextlib.suppress(psutil.Error):
+                if p.name() == "raylet":
+                    raylets.add(pid)
+        for p in psutil.process_iter():
+            if p.pid not in ours and p.pid not in me and _raylet_parent(p.pid) in raylets:
+                ours[p.pid] = p
+        for p in list(ours.values()):
+            with contextlib.suppress(psutil.Error):
+                for c in p.children(recursive=True):
+                    ours[c.pid] = c
+        for pid, p in ours.items():
+            with contextlib.suppress(psutil.Error):
+                self.seen.setdefault(pid, p.create_time())
+        return self.alive()
+
+    def alive(self) -> list[psutil.Process]:
+        """The processes seen that still run (the same process: pid and start time)."""
+        out = []
+        for pid, created in self.seen.items():
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(pid)
+                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        return out
+
+    def stop(self) -> None:
+        for _ in range(3):  # a raylet may start a worker while its siblings die
+            procs = self.track()
+            if not procs:
+                break
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            psutil.wait_procs(procs, timeout=10)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _raylet_parent(pid: int) -> int | None:
+    """RAY_RAYLET_PID of a process Ray started (read from /proc: psutil finds nothing in
+    the environment of a process that rewrote its command line)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read()
+    except OSError:
+        return None
+    for item in env.split(b"\0"):
+        if item.startswith(b"RAY_RAYLET_PID="):
+            with contextlib.suppress(ValueError):
+                return int(item.split(b"=", 1)[1])
+    return None

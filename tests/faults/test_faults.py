@@ -8,12 +8,13 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.faults.harness import GOOD_KEY, Swarm, descendants, finish, size
+from tests.faults.harness import GOOD_KEY, RayCluster, Swarm, descendants, finish, size
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -74,6 +75,84 @@ def test_raylet_sigkilled_ray_restarts_and_agents_continue(tmp_path: Path) -> No
         fig = swarm.figures("raylet SIGKILL (node loss)", fault_at, [code])
         fig.report()
         _assert_clean(swarm, fig)
+
+
+AGENT_SLOTS = "swarm_agent"  # the resource that marks nodes which reach the workspace
+
+
+def test_second_ray_node_killed(tmp_path: Path) -> None:
+    """A shared run on a cluster of two nodes of this machine (`ray start --head`, then
+    `ray start --address`), its agents spread over both; the second node's raylet is
+    SIGKILLed. Its agents come back on the head (Ray restarts them, or the coordinator
+    respawns those whose run() gave up first), no task fails, nothing runs twice."""
+    n_tasks, agents = size(40, 80), 4  # work left for the lost agents once they are back
+    with RayCluster() as cluster:
+        cluster.start_head(num_cpus=1, resources={AGENT_SLOTS: agents})
+        worker = cluster.add_node(num_cpus=1, resources={AGENT_SLOTS: agents})
+        with Swarm(tmp_path, "f-node", n_tasks, agents=agents, delay_s=1.0) as swarm:
+            swarm.extra_env = {**cluster.client_env(), "SWARM_AGENT_RESOURCE": AGENT_SLOTS}
+            prefix = f"swarm-{swarm.run_id}-"
+            proc = swarm.launch()
+            swarm.wait_for(lambda b: _at_least(b, 2), 240, "2 tasks completed")
+            placed = [a for a in cluster.actors(prefix) if a["state"] == "ALIVE"]
+            lost = {_agent_of(a["name"], prefix) for a in placed if a["node"] == worker}
+            assert len(placed) == agents and lost, placed  # spread: some on the second node
+            cluster.track()  # its processes, to be found once orphaned
+            cluster.raylet(worker).kill()
+            fault_at = time.time()
+            recovered_at = _wait_back(swarm, cluster, prefix, lost, worker, proc)
+            code, out = finish(proc, 400)
+            assert code == 0, out[-4000:]
+            events = swarm.board_call(lambda b: b.events(count=1_000_000))
+            kinds = {e.type for e in events}
+            assert "task_failed" not in kinds and "ray_lost" not in kinds, sorted(kinds)
+            respawned = sum(e.type == "agent_respawned" for e in events)
+            notes = (
+                f"{len(lost)} of {agents} agents on it, {respawned} respawned by the coordinator"
+            )
+            scenario = "second Ray node killed (its raylet SIGKILL)"
+            fig = swarm.figures(scenario, fault_at, [code], notes, recovered_at)
+            fig.report()
+            _assert_clean(swarm, fig)
+    assert not cluster.alive(), [p.cmdline()[:2] for p in cluster.alive()]
+
+
+def _agent_of(actor_name: str, prefix: str) -> str:
+    return actor_name[len(prefix) :].rsplit("-", 1)[0]  # swarm-RUN-AGENT-RESPAWNS
+
+
+def _wait_back(
+    swarm: Swarm,
+    cluster: RayCluster,
+    prefix: str,
+    lost: set[str],
+    dead_node: str,
+    proc: object,
+) -> float:
+    """Wait until every agent of the lost node runs again on a live node: its actor is
+    alive elsewhere and its loop stored that process's pid. Then no agent has a second
+    actor left over (one Ray restarted after the coordinator respawned the agent)."""
+
+    async def pids(board: object) -> dict[str, str]:
+        names = await board.agent_names()  # type: ignore[attr-defined]
+        rows = await board.agents()  # type: ignore[attr-defined]
+        return {n: row.get("pid", "") for n, row in zip(names, rows, strict=True)}
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before the lost agents came back"  # type: ignore[attr-defined]
+        actors = cluster.actors(prefix)
+        alive = {_agent_of(a["name"], prefix): a for a in actors if a["state"] == "ALIVE"}
+        stored = swarm.board_call(pids)
+        if all(
+            n in alive and alive[n]["node"] != dead_node and stored.get(n) == str(alive[n]["pid"])
+            for n in lost
+        ):
+            live = Counter(_agent_of(a["name"], prefix) for a in actors if a["state"] != "DEAD")
+            assert all(c == 1 for c in live.values()), actors
+            return time.time()
+        time.sleep(0.3)
+    raise AssertionError(f"the agents {sorted(lost)} of the lost node did not come back")
 
 
 def test_coordinator_sigkilled_then_resumed(tmp_path: Path) -> None:
