@@ -528,6 +528,7 @@ class AgentLoop:
                 await self._store(
                     task.id,
                     [],
+                    usage={"prunes": 1},
                     set_task_fields={"ctx_pruned": upto},
                     events=[
                         (
@@ -580,7 +581,7 @@ class AgentLoop:
         await self._store(
             task.id,
             [msg],
-            usage=usage,
+            usage={**(usage or {}), "compactions": 1},
             settle=settle,
             set_task_fields={"ctx_start": self._stored, "ctx_pruned": 0, "ctx_turns": turns},
             events=[

@@ -47,6 +47,20 @@ def describe(e: Event) -> str:
         return (
             f"attempt {d.get('attempt')} failed ({d.get('status')}), retry in {d.get('delay_s')}s"
         )
+    if e.type == "context_compacted":
+        return (
+            f"context compacted ({d.get('reason')}): {d.get('tokens_before'):,} -> "
+            f"{d.get('tokens_after'):,} tokens after {d.get('turns')} turns"
+        )
+    if e.type == "context_pruned":
+        return (
+            f"old tool output pruned: {d.get('tokens_before'):,} -> "
+            f"{d.get('tokens_after'):,} tokens"
+        )
+    if e.type == "inbox_shown":
+        return f"{d.get('messages')} inbox message(s) shown to the model"
+    if e.type == "reply_refused":
+        return f"reply not used ({d.get('stop_reason') or 'empty'})"
     if e.type == "run_finished":
         return f"{d.get('state')} {d.get('reason', '')}".strip()
     return json.dumps(d)[:120] if d else ""
@@ -63,8 +77,8 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
         f"  ${u.usd:,.4f}  turns {u.turns}",
     )
     agents = Table(expand=True, box=None, header_style="bold")
-    for col in ("agent", "role", "status", "task", "todo", "turns", "tokens in/out", "$"):
-        agents.add_column(col, justify="right" if col in ("turns", "$") else "left")
+    for col in ("agent", "role", "status", "task", "todo", "turns", "ctx", "tokens in/out", "$"):
+        agents.add_column(col, justify="right" if col in ("turns", "ctx", "$") else "left")
     for a in snap.agents:
         status = a.status + (f" for {', '.join(a.waiting_for)}" if a.waiting_for else "")
         agents.add_row(
@@ -74,6 +88,7 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
             a.task or "-",
             Text(a.todo_summary[:40] or "-", overflow="ellipsis"),
             str(a.turns),
+            str(a.compactions) if a.compactions else "-",  # conversations compacted
             f"{a.input_tokens:,}/{a.output_tokens:,}",
             f"{a.usd:.4f}",
         )

@@ -311,6 +311,11 @@ def markdown(snap: Snapshot, task_times: TaskTimes | None = None) -> str:
     if u.cache_read_tokens or u.cache_creation_tokens:
         tokens += f" (cache: {u.cache_read_tokens:,} read, {u.cache_creation_tokens:,} written)"
     out.append(tokens)
+    if u.compactions or u.prunes:
+        out.append(
+            f"- **Context**: {u.compactions} compaction(s), {u.prunes} prune(s) of old tool "
+            "output to stay inside the context window"
+        )
     out.append(f"- **Cost**: {fmt_usd(u.usd)}")
     wall = wall_s(snap)
     if wall is not None:

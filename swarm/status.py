@@ -46,6 +46,7 @@ class AgentRow(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     usd: float = 0.0
+    compactions: int = 0
     todos: list[dict[str, str]] = []  # the agent's todo list (todowrite), as stored
 
     @property
@@ -68,6 +69,8 @@ class UsageRow(BaseModel):
     usd: float = 0.0
     turns: int = 0
     requests: int = 0
+    compactions: int = 0  # conversations summarised to fit the context window
+    prunes: int = 0  # times old tool output was replaced by placeholders
 
 
 class PhaseRow(BaseModel):
@@ -140,6 +143,7 @@ async def snapshot(board: Blackboard) -> Snapshot:
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 usd=round(u.usd, 6),
+                compactions=u.compactions,
                 todos=todos,
             )
         )

@@ -15,9 +15,12 @@ from pydantic import BaseModel
 
 from swarm.blackboard.board import Blackboard
 from swarm.context import COMPACT_MARKER
+from swarm.dashboard import describe
 from swarm.hosting import agent_specs, build_loop, run_agent
 from swarm.llmstub import StubScript, StubServer
 from swarm.plan import make_plan, store_plan
+from swarm.report import markdown
+from swarm.status import snapshot
 from swarm.tools.base import Tool, ToolContext, ToolOutput
 
 MODELS = {"anthropic": "anthropic/claude-sonnet-5-5", "openai": "openai/gpt-5"}
@@ -129,6 +132,13 @@ async def test_a_long_task_stays_inside_the_window(board, tmp_path, monkeypatch,
     assert not placeholders  # the stored transcript keeps every output; the view prunes
     # the last request shows pruned placeholders or a compacted start, never everything
     assert "[Conversation compacted after" in json.dumps(requests[-1].body)
+    # the dashboard and the report say so, from the stored counts and events
+    snap = await snapshot(board)
+    assert (snap.usage.compactions, snap.usage.prunes) == (len(compacted), len(pruned))
+    assert snap.agents[0].compactions == len(compacted)
+    assert f"{len(compacted)} compaction(s), {len(pruned)} prune(s)" in markdown(snap)
+    line = describe(next(e for e in events if e.type == "context_compacted"))
+    assert line.startswith("context compacted (threshold): ") and " -> " in line
 
 
 async def stored_turns(board: Blackboard, n: int) -> bool:

@@ -193,6 +193,59 @@ BAD: list[tuple[str, str, int, str | None, str]] = [
         "e[7][8][8][8][9]",
         "expand to more than 100000 values",
     ),
+    (
+        "unknown model setting",
+        GOOD.replace("agents:", "models:\n  anthropic/claude-sonnet-5-5: {temprature: 1}\nagents:"),
+        5,
+        "models.anthropic/claude-sonnet-5-5.temprature",
+        "unknown field",
+    ),
+    (
+        "output larger than half the window",
+        GOOD.replace(
+            "agents:",
+            "models:\n  anthropic/claude-sonnet-5-5:\n    context_window: 8000\n"
+            "    max_output_tokens: 6000\nagents:",
+        ),
+        5,
+        "models.anthropic/claude-sonnet-5-5",
+        "at most half the context window (8000)",
+    ),
+    (
+        "thinking budget above the output",
+        GOOD.replace(
+            "{name: dev, role: developer}",
+            "{name: dev, role: developer, model_settings: "
+            "{max_output_tokens: 2000, thinking_budget: 4000}}",
+        ),
+        5,
+        "agents[0].model_settings",
+        "thinking_budget (4000) must be below max_output_tokens (2000)",
+    ),
+    (
+        "bad reasoning effort",
+        GOOD.replace(
+            "{name: dev, role: developer}",
+            "{name: dev, role: developer, model_settings: {reasoning_effort: max}}",
+        ),
+        5,
+        "agents[0].model_settings.reasoning_effort",
+        "Input should be",
+    ),
+    (
+        "prune after compact",
+        GOOD.replace("agents:", "context: {prune_at: 0.8, compact_at: 0.6}\nagents:"),
+        4,
+        "context.prune_at",
+        "prune_at must be below compact_at",
+    ),
+    (
+        "models key not provider/model",
+        GOOD.replace("agents:", "models:\n  sonnet: {context_window: 8000}\nagents:"),
+        5,
+        "models.sonnet",
+        "provider/model",
+    ),
 ]
 
 
@@ -254,3 +307,27 @@ def test_cli_exits_2_with_location(tmp_path: Path, command: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:11: phases[0].tasks[1].needs[0]: unknown task id 'zz'" in proc.stderr
     assert not (tmp_path / ".swarm").exists()  # nothing was started or written
+
+
+def test_model_settings_resolve_in_layers(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "agents:",
+        "models:\n  anthropic/claude-sonnet-5-5: {context_window: 50000, temperature: 0.5}\n"
+        "agents:",
+    ).replace(
+        "{name: dev, role: developer}",
+        "{name: dev, role: developer, model_settings: {temperature: 0.1, thinking_budget: 2048}}",
+    )
+    dev, doc = load_config(write(tmp_path, text)).agents
+    assert (dev.info.context_window, dev.info.context_window_source) == (50_000, "config")
+    assert dev.info.options.temperature == 0.1 and dev.info.options.thinking_budget == 2048
+    assert doc.info.options.temperature == 0.5 and doc.info.options.thinking_budget is None
+    assert dev.info.max_output_tokens == 8192
+
+
+def test_unknown_models_get_a_conservative_window(tmp_path: Path) -> None:
+    text = GOOD.replace("model: anthropic/claude-sonnet-5-5", "model: openai/llama-local")
+    info = load_config(write(tmp_path, text)).agents[0].info
+    assert (info.context_window, info.context_window_source) == (32_768, "default")
+    known = load_config(write(tmp_path, GOOD)).agents[0].info
+    assert (known.context_window, known.context_window_source) == (200_000, "built-in")
