@@ -133,26 +133,10 @@ def note() -> str:
 
 
 def write_section(rows: list[tuple[str, str]]) -> str:
-    """Replace (or append) this benchmark's section of docs/benchmarks.md, in the format
-    benchmarks/run.py writes; the rest of the document is left as it is."""
-    from benchmarks.run import DOC
+    """Replace (or append) this benchmark's section of docs/benchmarks.md."""
+    from benchmarks.run import replace_section
 
-    section = [f"## {TITLE}", "", note(), "", "| measure | value |", "|---|---|"]
-    section += [f"| {k} | {v} |" for k, v in rows]
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    lines = text.rstrip("\n").split("\n")
-    head = f"## {TITLE}"
-    if head in lines:
-        start = lines.index(head)
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = [*section, ""]
-    else:
-        lines += ["", *section]
-    out = "\n".join(lines).rstrip("\n") + "\n"
-    DOC.write_text(out)
-    return "\n".join(section)
+    return replace_section(TITLE, note(), rows)
 
 
 def main() -> None:

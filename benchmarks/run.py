@@ -405,20 +405,43 @@ def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
     return text
 
 
+def replace_section(title: str, note: str, rows: list[tuple[str, str]]) -> str:
+    """Replace (or append) one section of docs/benchmarks.md, in the format write_doc
+    writes, leaving the rest of the document as it is (a benchmark run on its own)."""
+    section = [f"## {title}", "", note, "", "| measure | value |", "|---|---|"]
+    section += [f"| {k} | {v} |" for k, v in rows]
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    lines = text.rstrip("\n").split("\n")
+    head = f"## {title}"
+    if head in lines:
+        start = lines.index(head)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        lines[start:end] = [*section, ""]
+    else:
+        lines += ["", *section]
+    DOC.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return "\n".join(section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args()
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import redis_fsync
+    from benchmarks import context_cache, redis_fsync
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
+    files = 30 if args.quick else 60
+    NOTES[context_cache.TITLE] = context_cache.note(files)
     sections = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
+        context_cache.TITLE: context_cache.bench_cache(files),
     }
     print(write_doc(sections))
 

@@ -69,7 +69,7 @@ class SwarmInfo:
     pricing: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     # the config's `context:` (swarm.context)
     prune_at: float = 0.5
-    compact_at: float = 0.75
+    compact_at: float = 0.85
     keep_turns: int = 3
     max_turn_tool_chars: int = 60_000
 
@@ -521,7 +521,9 @@ class AgentLoop:
         if before > policy.prune_limit:
             upto = prune_point(convo, policy.keep_turns)
             gain = self.meter.tokens(prunable_chars(convo, upto))
-            if upto > convo.pruned and gain >= policy.prune_limit // 5:
+            # each prune costs the cache everything after its first change: prune rarely,
+            # in steps of half the room between the two thresholds
+            if upto > convo.pruned and gain >= policy.prune_step:
                 convo.replace(apply_prune(convo.messages, upto, convo.turns_before))
                 convo.pruned = upto
                 after = self._tokens(convo.chars)

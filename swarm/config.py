@@ -94,7 +94,7 @@ class ContextConfig(Strict):
     docs/context.md). Thresholds are fractions of the window left after the output."""
 
     prune_at: float = Field(default=0.5, gt=0, lt=1)  # old tool results become placeholders
-    compact_at: float = Field(default=0.75, gt=0, lt=1)  # the conversation is summarised
+    compact_at: float = Field(default=0.85, gt=0, lt=1)  # the conversation is summarised
     keep_turns: int = Field(default=3, ge=1)  # recent turns whose tool results a prune keeps
     max_turn_tool_chars: int = Field(default=60_000, ge=1000)  # tool output one turn may add
 

@@ -45,7 +45,7 @@ class ContextPolicy:
     window: int
     max_output: int
     prune_at: float = 0.5
-    compact_at: float = 0.75
+    compact_at: float = 0.85
     keep_turns: int = 3
     max_turn_tool_chars: int = 60_000
 
@@ -62,6 +62,11 @@ class ContextPolicy:
     @property
     def compact_limit(self) -> int:
         return int(self.usable * self.compact_at)
+
+    @property
+    def prune_step(self) -> int:
+        """The least a prune must free to be worth the cache it costs."""
+        return max((self.compact_limit - self.prune_limit) // 2, 1)
 
 
 @dataclass

@@ -189,6 +189,9 @@ class StubScript(_Strict):
     # A model's context window in tokens: a request whose size (JSON characters / 4) plus
     # its max_tokens is larger gets the provider's "prompt is too long" error
     context_window: int | None = Field(default=None, ge=256)
+    # Model the providers' prompt caches (swarm.llmstub.cache): unscripted usage is split
+    # into cache reads, cache writes and uncached input
+    prompt_cache: bool = False
     conversations: list[Conversation] = Field(min_length=1)
 
     @model_validator(mode="after")

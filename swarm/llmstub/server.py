@@ -23,10 +23,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from swarm.llmstub.anthropic_format import AnthropicFormat
+from swarm.llmstub.cache import PromptCache
 from swarm.llmstub.openai_format import MistralFormat, OpenAIFormat
 from swarm.llmstub.script import Expect, StubScript, load_script
 from swarm.llmstub.wire import (
     RequestView,
+    ResolvedTurn,
     StubHTTPError,
     WireFormat,
     bad_request,
@@ -218,6 +220,7 @@ class StubApp:
         self.chaos = Chaos()
         self._rng = random.Random(1)  # reproducible; Random(0) happens to start high
         self._attempts: dict[tuple[int, str | None, str | None, int], int] = {}
+        self._cache = PromptCache()
         self._lock = threading.Lock()
         self.anthropic = AnthropicFormat()
         self.openai = OpenAIFormat()
@@ -424,6 +427,8 @@ class StubApp:
             await asyncio.sleep(turn.delay_s)
         seed = f"{conv_index}|{agent}|{task}|{turn_index}"
         resolved = resolve_turn(turn, fmt, seed, len(raw))
+        if self.script.prompt_cache and turn.usage is None:
+            self._apply_cache(fmt.name, body, resolved)
         record(200, "stream_error" if stream_fail else None, stream_fail)
         if view.stream:
             return StreamingResponse(
@@ -432,6 +437,12 @@ class StubApp:
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
         return fmt.response(resolved, view)
+
+    def _apply_cache(self, provider: str, body: dict[str, Any], turn: ResolvedTurn) -> None:
+        """Split the estimated input into cache reads, writes and the rest."""
+        read, write = self._cache.usage(provider, body, turn.input_tokens)
+        turn.cache_read_tokens, turn.cache_creation_tokens = read, write
+        turn.input_tokens = max(turn.input_tokens - read - write, 0)
 
     def _no_conversation(self, agent: str | None, task: str | None, view: RequestView) -> str:
         message = (

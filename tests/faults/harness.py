@@ -318,6 +318,20 @@ class Swarm:
             notes=notes,
         )
 
+    def interrupted_tasks(self) -> set[str]:
+        """Tasks told that a tool call of theirs was interrupted (its process killed
+        mid-call): whether its command ran is unknown, and the scripted model moves on."""
+        from swarm.providers.repair import INTERRUPTED
+
+        async def read(board: Blackboard) -> set[str]:
+            out = set()
+            for t in await board.tasks():
+                if INTERRUPTED in json.dumps(await board.session(t.id)):
+                    out.add(t.id)
+            return out
+
+        return set(self.board_call(read))
+
     def log_lines(self) -> list[str]:
         return (
             (self.repo / "done.log").read_text().split()

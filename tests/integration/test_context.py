@@ -337,16 +337,17 @@ async def test_model_settings_reach_the_request(board, tmp_path, monkeypatch, pr
 async def test_a_cut_off_reply_is_stored_with_its_note(board, tmp_path, monkeypatch) -> None:
     turns = [
         {"text": "The answer is that the fun", "stop_reason": "max_tokens"},
-        {"text": "Short summary.", "delay_s": 3},
+        {"text": "Short summary.", "delay_s": 5},
     ]
     script = {"conversations": [{"task": "a", "turns": turns}]}
     stub, plan = await start(board, tmp_path, "anthropic", script, monkeypatch)
     try:
         specs = agent_specs(plan, board.url, tmp_path / "run")
         agent = asyncio.create_task(run_agent(specs[0]))
-        while len(stub.requests) < 2:
+        while not any(e.type == "reply_refused" for e in await board.events()):
             await asyncio.sleep(0.05)
-        agent.cancel()  # killed while the second request is out
+        await asyncio.sleep(0.5)
+        agent.cancel()  # killed while the second request is out (the server waits 5 s)
         with pytest.raises(asyncio.CancelledError):
             await agent
     finally:

@@ -813,3 +813,36 @@ def test_chunking_preserves_text_and_ids_are_stable() -> None:
     assert "".join(chunk_json(payload)) == payload
     assert seeded_id("x", 9) == seeded_id("x", 9) != seeded_id("y", 9)
     assert re.fullmatch(r"[A-Za-z0-9]{24}", seeded_id("x", 24))
+
+
+def test_prompt_cache_model_reads_the_longest_cached_prefix() -> None:
+    from swarm.llmstub.cache import PromptCache
+
+    cache = PromptCache()
+    mark = {"type": "ephemeral"}
+
+    def body(*texts: str) -> dict[str, Any]:
+        msgs = [
+            {
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": [{"type": "text", "text": t}],
+            }
+            for i, t in enumerate(texts)
+        ]
+        msgs[-1]["content"][-1]["cache_control"] = mark
+        return {
+            "model": "m",
+            "system": [{"type": "text", "text": "s", "cache_control": mark}],
+            "messages": msgs,
+        }
+
+    first = cache.usage("anthropic", body("a" * 4000), 1000)
+    assert first[0] == 0 and first[1] > 900  # nothing to read; all of it written
+    second = cache.usage("anthropic", body("a" * 4000, "b" * 4000, "c" * 4000), 3000)
+    assert 900 < second[0] < 1100 and 1900 < second[1] < 2100  # read up to the old mark
+    changed = cache.usage("anthropic", body("z" * 4000, "b" * 4000, "c" * 4000), 3000)
+    assert changed[0] < 50  # an early change costs everything after it
+    openai = PromptCache()
+    assert openai.usage("openai", body("a" * 8000), 2000) == (0, 0)
+    read, written = openai.usage("openai", body("a" * 8000, "b" * 400), 2100)
+    assert read > 1900 and written == 0  # OpenAI reports no writes
