@@ -214,7 +214,11 @@ class AnthropicProvider:
                 stream_cls=_EVENT_STREAM,
             )
             async with AsyncMessageStreamManager(request) as stream:
-                final = await stream.get_final_message()
+                final: anthropic.types.Message | None
+                try:
+                    final = await stream.get_final_message()
+                except AssertionError:  # no message_start: the body held no events at all
+                    final = None  # (a JSON answer, an empty stream); under -O: None as well
         except anthropic.APIStatusError as exc:
             if exc.status_code == 200:  # an `event: error` in the middle of the stream
                 kind = _error_type(exc)
@@ -252,7 +256,7 @@ class AnthropicProvider:
                 provider=self.name,
                 usage=partial_usage(stream),
             ) from None
-        if final.stop_reason is None:  # the stream ended without message_delta / stop
+        if final is None or final.stop_reason is None:  # ended before message_delta / stop
             raise ProviderError(
                 "anthropic: the response stream ended before the turn was complete",
                 retryable=True,
