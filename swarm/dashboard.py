@@ -77,8 +77,15 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
         f"  ${u.usd:,.4f}  turns {u.turns}",
     )
     agents = Table(expand=True, box=None, header_style="bold")
-    for col in ("agent", "role", "status", "task", "todo", "turns", "ctx", "tokens in/out", "$"):
-        agents.add_column(col, justify="right" if col in ("turns", "ctx", "$") else "left")
+    # compactions only once there are any: an 80-column terminal has no room to spare
+    ctx = any(a.compactions for a in snap.agents)
+    columns = ["agent", "role", "status", "task", "todo", "turns"] + (["ctx"] if ctx else [])
+    for col in [*columns, "tokens in/out", "$"]:
+        agents.add_column(
+            col,
+            justify="right" if col in ("turns", "ctx", "$") else "left",
+            min_width={"status": 23, "tokens in/out": 13}.get(col),  # these stay whole
+        )
     for a in snap.agents:
         status = a.status + (f" for {', '.join(a.waiting_for)}" if a.waiting_for else "")
         agents.add_row(
@@ -88,7 +95,7 @@ def render(snap: Snapshot, recent: list[Event]) -> Group:
             a.task or "-",
             Text(a.todo_summary[:40] or "-", overflow="ellipsis"),
             str(a.turns),
-            str(a.compactions) if a.compactions else "-",  # conversations compacted
+            *([str(a.compactions) if a.compactions else "-"] if ctx else []),
             f"{a.input_tokens:,}/{a.output_tokens:,}",
             f"{a.usd:.4f}",
         )

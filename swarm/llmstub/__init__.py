@@ -1,4 +1,4 @@
-"""A local, scripted LLM server speaking the real Anthropic, OpenAI and Mistral wire formats.
+r"""A local, scripted LLM server speaking the real Anthropic, OpenAI and Mistral wire formats.
 
 No machine running swarm's tests reaches an LLM API or holds a key. `StubServer` is a real
 HTTP server on 127.0.0.1 (random port by default) that the *official* SDKs talk to through
@@ -41,9 +41,14 @@ YAML (``load_script``) or a dict (``StubScript.model_validate``)::
     match:                                   # optional; these are the defaults
       agent: 'Agent: (?P<agent>[A-Za-z0-9_.-]+)'   # searched in the system prompt
       task: 'Task (?P<task>[A-Za-z0-9_.-]+):'      # searched in the first user message
+      compact: '\[swarm: context compaction\]'   # in the last user text: a summary request
+      compacted: '\[Conversation compacted after (?P<turns>[0-9]+) turns'  # turns before
+    context_window: 16000                    # optional: larger requests get the overflow error
+    prompt_cache: false                      # true: model the providers' prompt caches
     conversations:
       - agent: fixer                         # omitted = any agent
         task: fix-bug                        # omitted = any task
+        summary: "I fixed half of it."       # the answer to a compaction's summary request
         turns:
           - text: "I'll read the file first."
             tool_calls:                      # several = parallel tool calls in one turn
@@ -63,9 +68,17 @@ YAML (``load_script``) or a dict (``StubScript.model_validate``)::
               - {status: 529}
               - {kind: drop}                     # connection closed, no response
               - {kind: stream_error}             # streams: some text then an error; else 500
-          - text: "Fixed."                   # no tool_calls -> end_turn / stop
+              - {kind: overflow}                 # the provider's "prompt is too long" (400)
+          - thinking: "Let me look."         # Anthropic thinking block (signature made up
+            signature: "EqQB..."             #   if omitted); redacted_thinking: "<data>"
+            text: "Fixed."                   # no tool_calls -> end_turn / stop
+          - refusal: "I can't help with that."   # Anthropic stop_reason refusal; OpenAI
+                                                 #   `refusal` field
+          - {text: "The answer is", stop_reason: max_tokens}   # or pause (pause_turn)
 
-Rules: the turn index is the number of assistant messages in the request, so the server
+Rules: the turn index is the number of assistant messages in the request (plus the
+turns a compaction summarised, read from the `compacted` pattern in the first user
+message), so the server
 is stateless apart from fault counters (per conversation entry, agent, task and turn), and a
 restarted client can replay any turn. The most specific conversation wins (agent+task, then
 agent only, then task only, then the catch-all; file order breaks ties). Unmatched requests
@@ -81,9 +94,20 @@ input + cache_read + cache_creation, ``completion_tokens`` = output,
 ``cache_write_tokens`` = cache_creation when non-zero). Unscripted input/output counts are
 estimated as request JSON chars / 4 and output chars / 4.
 
+With `context_window`, a request whose size (JSON characters / 4) plus its max_tokens is
+larger is answered with the provider's overflow error (Anthropic `prompt is too long: N
+tokens > M maximum`, OpenAI `context_length_exceeded`, Mistral `too large for model`). A
+request whose last user text matches `compact` is a summary request: it is answered with
+the conversation's `summary` (or a made-up one) and uses no scripted turn. With
+`prompt_cache: true`, unscripted usage is split into cache reads, cache writes and the
+rest by a model of the providers' caches (`swarm/llmstub/cache.py`: Anthropic reads the
+longest prefix cached at an earlier request's `cache_control` breakpoint and writes up
+to this request's last one; OpenAI reads the longest seen prefix of 1024+ tokens).
+
 Every request is recorded in ``server.requests`` (a thread-safe ``RequestLog`` of
 ``RecordedRequest``) and, with ``record_path``, appended to that file as one JSON line,
-flushed, with ``authorization`` / ``x-api-key`` values redacted.
+flushed, with ``authorization`` / ``x-api-key`` values redacted. A record has ``purpose``
+(``turn`` or ``summary``) and ``tokens`` (the request's size as the server counts it).
 """
 
 from swarm.llmstub.script import (
