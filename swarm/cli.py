@@ -82,25 +82,57 @@ def launch(
 def ci(
     config: ConfigArg,
     repo: RepoOpt = None,
-    run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="default: gh-$GITHUB_RUN_ID (a re-run resumes it)"),
+    ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifacts",
+            help="write report.md/json, junit.xml, events.jsonl, swarm.patch and state/ here "
+            "(a re-run restores state/ and resumes)",
+        ),
+    ] = None,
+    require_changes: Annotated[
+        bool, typer.Option("--require-changes", help="a run that changed nothing fails")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="provider/model for every agent")
+    ] = None,
+    goal: Annotated[str | None, typer.Option("--goal", help="replace the config's goal")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", min=0.000001)] = None,
+    max_wall_s: Annotated[float | None, typer.Option("--max-wall-s", min=0.001)] = None,
     json_events: Annotated[bool, typer.Option("--json", help="print events as NDJSON")] = False,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="write a JUnit XML report of the tasks here")
     ] = None,
     include_dirty: IncludeDirtyOpt = False,
 ) -> None:
-    """Run a swarm headless (plain log lines), for CI jobs. Appends a summary to
-    $GITHUB_STEP_SUMMARY when it is set."""
-    from swarm.launch import launch as do_launch
+    """Run a swarm headless as a CI job: a verdict that fails closed (exit 0 only when
+    every task completed within the budget), $GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY,
+    artifacts, and a re-run that resumes the same run (docs/ci.md)."""
+    from swarm.ci import CiOptions, run_ci
+    from swarm.config import Overrides
 
     try:
-        result = do_launch(config, repo, run_id, json_events, True, include_dirty=include_dirty)
+        overrides = Overrides(model=model, goal=goal, max_usd=max_usd, max_wall_s=max_wall_s)
+        code = run_ci(
+            CiOptions(
+                config=config,
+                repo=repo,
+                run_id=run_id,
+                artifacts=artifacts,
+                require_changes=require_changes,
+                overrides=overrides,
+                junit=junit,
+                json_events=json_events,
+                include_dirty=include_dirty,
+            )
+        )
     except SwarmError as exc:
         _fail(exc)
-    from swarm.report import write_ci_outputs
-
-    write_ci_outputs(result.run_id, junit)  # problems go to stderr; the exit code is the run's
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command()

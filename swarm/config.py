@@ -12,7 +12,7 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swarm.errors import ConfigError
+from swarm.errors import BadInput, ConfigError
 from swarm.paths import data_dirs
 from swarm.providers.modelinfo import (
     DEFAULT_CONTEXT_WINDOW,
@@ -233,7 +233,21 @@ def split_model(model: str) -> tuple[str, str]:
     return m["provider"], m["model"]
 
 
-def load_config(path: Path | str, roles: dict[str, RoleCard] | None = None) -> LoadedConfig:
+class Overrides(BaseModel):
+    """What the command line (`swarm ci --model/--goal/--max-usd/--max-wall-s`) changes in
+    a config, checked like the config itself; `model` is every agent's model."""
+
+    model: str | None = None
+    goal: str | None = Field(default=None, min_length=1)
+    max_usd: float | None = Field(default=None, gt=0)
+    max_wall_s: float | None = Field(default=None, gt=0)
+
+
+def load_config(
+    path: Path | str,
+    roles: dict[str, RoleCard] | None = None,
+    overrides: Overrides | None = None,
+) -> LoadedConfig:
     path = Path(path)
     src = YamlSource(path)
     if not isinstance(src.data, dict):
@@ -244,10 +258,24 @@ def load_config(path: Path | str, roles: dict[str, RoleCard] | None = None) -> L
         raise src.from_validation(exc) from None
     if roles is None:
         roles = load_roles(path.parent)
-    return _resolve(src, cfg, roles)
+    over = overrides or Overrides()
+    if over.model is not None:
+        try:
+            split_model(over.model)
+        except ValueError as exc:
+            raise BadInput(f"--model: {exc}") from None
+        cfg.model = over.model
+    if over.goal is not None:
+        cfg.goal = over.goal
+    budget = {k: v for k in ("max_usd", "max_wall_s") if (v := getattr(over, k)) is not None}
+    if budget:
+        cfg.budget = cfg.budget.model_copy(update=budget)
+    return _resolve(src, cfg, roles, over.model)
 
 
-def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> LoadedConfig:
+def _resolve(
+    src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard], model_override: str | None = None
+) -> LoadedConfig:
     try:
         split_model(cfg.model)
     except ValueError as exc:
@@ -270,7 +298,7 @@ def _resolve(src: YamlSource, cfg: SwarmConfig, roles: dict[str, RoleCard]) -> L
                 f"unknown role {spec.role!r} (known: {', '.join(sorted(roles)) or 'none'})",
             )
         card = roles[spec.role]
-        model = spec.model or card.model or cfg.model
+        model = model_override or spec.model or card.model or cfg.model
         try:
             split_model(model)
         except ValueError as exc:

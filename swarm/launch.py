@@ -14,7 +14,7 @@ from pathlib import Path
 
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import open_redis, state_dir
-from swarm.config import load_config
+from swarm.config import Overrides, load_config
 from swarm.coordinator import Coordinator, exit_code_for
 from swarm.dashboard import follow
 from swarm.errors import BadInput
@@ -156,6 +156,24 @@ async def _check_takeover(board: Blackboard, meta: dict[str, str]) -> bool:
     )
 
 
+def run_exists(run_id: str, workdir: Path) -> bool:
+    """Whether this directory's .swarm/ holds the run (e.g. restored by a CI re-run)."""
+    folder = state_dir(workdir)
+    if not os.environ.get("REDIS_URL") and not folder.is_dir():
+        return False
+
+    async def check() -> bool:
+        handle = open_redis(folder)
+        board = Blackboard(handle.url, run_id)
+        try:
+            return await board.exists()
+        finally:
+            await board.close()
+            handle.close()
+
+    return asyncio.run(check())
+
+
 def resume(
     run_id: str,
     json_events: bool,
@@ -199,9 +217,10 @@ def launch(
     workdir: Path | None = None,
     include_dirty: bool = False,
     apply: bool = False,
+    overrides: Overrides | None = None,
 ) -> LaunchResult:
     workdir = workdir or Path.cwd()
-    loaded = load_config(config)
+    loaded = load_config(config, overrides=overrides)
     rid = run_id or new_run_id(loaded.config.name)
     plan = make_plan(config, repo, rid, state_dir(workdir), include_dirty, loaded)
     mode = display_mode(json_events, no_dashboard)

@@ -491,14 +491,20 @@ def junit_xml(snap: Snapshot, task_times: TaskTimes | None = None) -> str:
 # ---- GitHub step summary ---------------------------------------------------------------
 
 
-def step_summary(snap: Snapshot, task_times: TaskTimes | None = None) -> str:
-    """A compact Markdown summary for $GITHUB_STEP_SUMMARY: state, what the exit code
-    means, one table row per task, usage."""
+def step_summary(
+    snap: Snapshot, task_times: TaskTimes | None = None, verdict: str = "", why: str = ""
+) -> str:
+    """A compact Markdown summary for $GITHUB_STEP_SUMMARY: the verdict (`swarm ci`),
+    state, what the exit code means, one table row per task, what was merged and where
+    the branch is, cost against the budget, failures and why."""
     times = task_times or {}
     c = counts(snap.tasks)
     total = len(snap.tasks)
     code = exit_code(snap)
     out = [f"### swarm `{snap.name or snap.run_id}`: {_icon_state(snap.state)}", ""]
+    if verdict:
+        icon = "✅" if verdict == "success" else "❌"
+        out += [f"**Verdict: {icon} {verdict}** — {one_line(why)}", ""]
     line = f"Run `{snap.run_id}`"
     if code is not None:
         line += f" · exit code {code}"
@@ -533,11 +539,20 @@ def step_summary(snap: Snapshot, task_times: TaskTimes | None = None) -> str:
             row.append(fmt_s(times[t.id]) if t.id in times else "-")
         out.append("| " + " | ".join(row) + " |")
     u = snap.usage
+    cost = fmt_usd(u.usd) + (f" of the {fmt_usd(snap.max_usd)} budget" if snap.max_usd else "")
     out += [
         "",
         f"**Usage**: {u.input_tokens:,} input + {u.output_tokens:,} output tokens · "
-        f"{u.turns} model turns · {fmt_usd(u.usd)}",
+        f"{u.turns} model turns · {cost}",
     ]
+    if snap.workspace == "worktree" and snap.branch:
+        merged = [t for t in snap.tasks if t.merge_commit]
+        out += [
+            "",
+            f"**Branch**: `{snap.branch}` (from `{snap.base_commit[:12]}`) · "
+            f"{len(merged)} task(s) merged"
+            + (": " + ", ".join(f"`{cell(t.id)}`" for t in merged) if merged else ""),
+        ]
     failed = [t for t in snap.tasks if t.status == "failed"]
     if failed:
         out += ["", "**Failures**"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -97,6 +98,17 @@ class Snapshot(BaseModel):
     base_commit: str = ""
     merge_queue: list[str] = []
     worktrees_bytes: int = 0  # disk used by the run's worktrees now
+    max_usd: float | None = None  # the run's budget, as its plan holds it
+    max_tokens: int | None = None
+
+
+def _budget(meta: dict[str, str]) -> dict[str, Any]:
+    """The budget from the run's stored plan (resume may have raised it there)."""
+    try:
+        budget = json.loads(meta.get("plan") or "{}")["loaded"]["config"]["budget"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {"max_usd": budget.get("max_usd"), "max_tokens": budget.get("max_tokens")}
 
 
 def _usage(raw: dict[str, float]) -> UsageRow:
@@ -167,6 +179,7 @@ async def snapshot(board: Blackboard) -> Snapshot:
     return Snapshot(
         workspace=workspace,
         branch=meta.get("branch", ""),
+        **_budget(meta),
         base_commit=meta.get("base_commit", ""),
         merge_queue=await board.merge_queue() if workspace == "worktree" else [],
         worktrees_bytes=_worktrees_bytes(meta) if workspace == "worktree" else 0,
