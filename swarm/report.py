@@ -12,13 +12,10 @@ fields of its task hash; a task without both has none and none is shown.
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from swarm.blackboard.board import TERMINAL, Blackboard
@@ -594,51 +591,3 @@ def render(snap: Snapshot, fmt: str, times: TaskTimes | None = None) -> str:
     if fmt == "junit":
         return junit_xml(snap, times)
     raise ValueError(f"unknown report format {fmt!r} (one of {', '.join(FORMATS)})")
-
-
-async def _load_run(run_id: str, workdir: Path) -> tuple[Snapshot, dict[str, float]]:
-    from swarm.blackboard.connection import open_redis, state_dir
-
-    handle = open_redis(state_dir(workdir))
-    board = Blackboard(handle.url, run_id)
-    try:
-        return await load(board)
-    finally:
-        await board.close()
-        handle.close()
-
-
-def write_ci_outputs(run_id: str, junit: Path | None, workdir: Path | None = None) -> bool:
-    """After `swarm ci`: write the JUnit XML to `junit` (if given) and append the step
-    summary to $GITHUB_STEP_SUMMARY (if set). Problems are reported on stderr and never
-    change the run's exit code; returns whether everything asked for was written."""
-    import asyncio
-
-    summary_env = os.environ.get("GITHUB_STEP_SUMMARY", "")
-    if junit is None and not summary_env:
-        return True
-    try:
-        snap, times = asyncio.run(_load_run(run_id, workdir or Path.cwd()))
-    except Exception as exc:
-        print(f"warning: no report: cannot read run {run_id}: {exc}", file=sys.stderr)
-        return False
-    ok = True
-    if junit is not None:
-        try:
-            junit.parent.mkdir(parents=True, exist_ok=True)
-            junit.write_text(junit_xml(snap, times), encoding="utf-8")
-            print(f"junit: {junit}")
-        except OSError as exc:
-            print(f"warning: --junit: cannot write {junit}: {exc}", file=sys.stderr)
-            ok = False
-    if summary_env:
-        try:
-            with open(summary_env, "a", encoding="utf-8") as f:
-                f.write(step_summary(snap, times))
-        except OSError as exc:
-            print(
-                f"warning: GITHUB_STEP_SUMMARY: cannot append to {summary_env}: {exc}",
-                file=sys.stderr,
-            )
-            ok = False
-    return ok

@@ -7,11 +7,9 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
-from swarm import report
 from swarm.report import (
     json_report,
     junit_xml,
@@ -535,34 +533,3 @@ def test_render_formats(completed: Snapshot) -> None:
     assert render(completed, "junit") == junit_xml(completed)
     with pytest.raises(ValueError, match="unknown report format"):
         render(completed, "html")
-
-
-def test_write_ci_outputs(
-    completed: Snapshot,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    loaded: list[str] = []
-
-    async def fake_load(run_id: str, workdir: Path) -> tuple[Snapshot, dict[str, float]]:
-        loaded.append(run_id)
-        return completed, {"workspace": 1.0}
-
-    monkeypatch.setattr(report, "_load_run", fake_load)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    assert report.write_ci_outputs("r1", None) is True
-    assert loaded == []  # nothing asked for: the run is not even read
-
-    summary = tmp_path / "summary.md"
-    summary.write_text("before\n")
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    junit = tmp_path / "a" / "b" / "junit.xml"
-    assert report.write_ci_outputs("r1", junit) is True
-    assert parse(junit.read_text()).get("tests") == "4"
-    assert summary.read_text() == "before\n" + step_summary(completed, {"workspace": 1.0})
-
-    # a JUnit path that cannot be written: a warning, the summary is still appended
-    assert report.write_ci_outputs("r1", tmp_path) is False
-    assert "warning: --junit: cannot write" in capsys.readouterr().err
-    assert summary.read_text().count("### swarm") == 2
