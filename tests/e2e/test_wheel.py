@@ -30,10 +30,10 @@ import pytest
 from swarm import DIST_NAME, __version__
 from swarm.paths import DATA_DIR
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
-
 ROOT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("SWARM_WHEEL_FULL") == "1"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200 if FULL else 420)]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
