@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "swarm needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# the distribution was named `swarm` before it became swarm-mesh: no second install
+	-@$(PY) -m pip uninstall --quiet --yes swarm >/dev/null 2>&1
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

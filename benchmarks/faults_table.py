@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from swarm.paths import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: docs/, .swarm/
 
 DOC = PROJECT_ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- fault-table:begin -->", "<!-- fault-table:end -->"

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from swarm.paths import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: docs/, .swarm/
 
 TITLE = "Redis fsync policy (embedded Redis, one turn's writes)"
 NOTE = (

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from swarm.paths import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: docs/, .swarm/
 
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 

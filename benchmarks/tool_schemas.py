@@ -3,7 +3,7 @@
     python -m benchmarks.tool_schemas            # print, update docs/tools.md, check the limit
     python -m benchmarks.tool_schemas --no-write # print and check only
 
-For every role card in ``agents/`` this builds the tool list exactly as the agent loop
+For every role card in ``swarm/data/agents/`` this builds the tool list exactly as the agent loop
 does (the role card's built-in tools, then the swarm tools; see ``coordinator.build_loop``
 and ``AgentLoop.__init__``), dumps it the way the Anthropic provider sends it
 (``[t.spec().model_dump() for t in tools]``, the Messages API ``tools`` array, serialised
@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.paths import DATA_DIR
 from swarm.roles import parse_role_card
 from swarm.tools.base import Tool
 from swarm.tools.builtin import BUILTIN_TOOLS
 from swarm.tools.swarm_tools import SWARM_TOOLS
 
 ROOT = Path(__file__).resolve().parent.parent
-AGENTS_DIR = ROOT / "agents"
+AGENTS_DIR = DATA_DIR / "agents"
 DOC = ROOT / "docs" / "tools.md"
 START = "<!-- tool-schema-sizes:start -->"
 END = "<!-- tool-schema-sizes:end -->"

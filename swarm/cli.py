@@ -33,7 +33,43 @@ def _fail(exc: SwarmError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="swarm config (YAML)")]
+def _print_version(value: bool) -> None:
+    if value:
+        from swarm import version
+
+        print(f"swarm {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """A multi-agent coding swarm orchestrator."""
+
+
+def _config_path(value: Path) -> Path:
+    """`configs/NAME.yaml` that is not here: the copy shipped with swarm."""
+    from swarm.paths import resolve_config
+
+    found = resolve_config(value)
+    if found != value:
+        err.print(f"{value}: not here, using the one shipped with swarm ({found})", style="dim")
+    return found
+
+
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(
+        help="swarm config (YAML); configs/NAME.yaml, when not here, names a shipped one",
+        callback=_config_path,
+    ),
+]
 RepoOpt = Annotated[
     Path | None, typer.Option("--repo", help="target repository (overrides config)")
 ]
@@ -589,7 +625,13 @@ def _usd(x: float) -> str:
 
 @stub_app.command("serve")
 def stub_serve(
-    script: Annotated[Path, typer.Argument(help="stub script (YAML)")],
+    script: Annotated[
+        Path,
+        typer.Argument(
+            help="stub script (YAML); configs/NAME.yaml, when not here, names a shipped one",
+            callback=_config_path,
+        ),
+    ],
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="0 = a free port")] = 0,
     record: Annotated[Path | None, typer.Option("--record", help="append requests (JSONL)")] = None,

@@ -231,15 +231,17 @@ def demo(workdir: Path, json_events: bool = False, no_dashboard: bool = False) -
     """The offline demo: a git copy of examples/calc, the scripted LLM server, 4 agents
     working in worktrees; their merged work is applied to the copy at the end."""
     from swarm.llmstub import StubServer, load_script
-    from swarm.paths import PROJECT_ROOT
+    from swarm.paths import shipped
 
-    config = PROJECT_ROOT / "configs" / "demo.yaml"
-    script = PROJECT_ROOT / "configs" / "demo.stub.yaml"
+    config = shipped("configs", "demo.yaml")
+    script = shipped("configs", "demo.stub.yaml")
     loaded = load_config(config)
     run_id = new_run_id(loaded.config.name)
     run_dir = state_dir(workdir) / "demo" / run_id
     repo = run_dir / "calc"
-    shutil.copytree(PROJECT_ROOT / "examples" / "calc", repo)
+    # the copy shipped in the package (hidden files too); never a byte-code cache of it
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(shipped("examples", "calc"), repo, ignore=ignore)
     _git_init(repo)
     print(f"demo: working on a fresh git copy of examples/calc at {repo}")
     with StubServer(load_script(script), record_path=run_dir / "stub-requests.jsonl") as stub:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from swarm.blackboard.board import Blackboard
 from swarm.config import LoadedConfig, TaskSpec, load_config, split_model
 from swarm.errors import BadInput
+from swarm.paths import is_shipped
 from swarm.providers.registry import settings_for
 from swarm.tools.repo_tools import check_repo_tools
 from swarm.workspace.git import toplevel
@@ -34,11 +35,20 @@ class RunPlan(BaseModel):
 
 
 def resolve_repo(loaded: LoadedConfig, repo: Path | None) -> Path:
-    path = repo if repo is not None else (loaded.path.parent / loaded.config.repo)
+    """--repo, else the config's `repo` relative to the config's folder; a config shipped
+    with swarm (configs/mesh10.yaml) takes it relative to the current directory instead,
+    and no run works inside the installed package's data."""
+    if repo is not None:
+        path = repo
+    else:
+        base = Path.cwd() if is_shipped(loaded.path) else loaded.path.parent
+        path = base / loaded.config.repo
     path = path.resolve()
+    where = "--repo" if repo is not None else f"{loaded.path}: repo"
     if not path.is_dir():
-        where = "--repo" if repo is not None else f"{loaded.path}: repo"
         raise BadInput(f"{where}: {path} is not a directory")
+    if is_shipped(path):
+        raise BadInput(f"{where}: {path} is swarm's own shipped data; name your repository")
     return path
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle, open_redis, stop_embedded
+from swarm.paths import DATA_DIR
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +49,12 @@ async def board(redis_handle: RedisHandle) -> AsyncIterator[Blackboard]:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The data shipped inside the package: agents/, topologies/, configs/, examples/."""
+    return DATA_DIR
 
 
 def pytest_configure(config: pytest.Config) -> None:

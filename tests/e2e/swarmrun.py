@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from swarm.llmstub import StubServer
+from swarm.paths import DATA_DIR
 
-AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
+AGENTS_DIR = DATA_DIR / "agents"
 
 
 def new_run_id(prefix: str = "t") -> str:

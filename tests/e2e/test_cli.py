@@ -32,10 +32,10 @@ def swarm(
     )
 
 
-def test_mesh10_without_credentials_exits_2(tmp_path: Path, project_root: Path) -> None:
+def test_mesh10_without_credentials_exits_2(tmp_path: Path, data_dir: Path) -> None:
     proc = swarm(
         "launch",
-        str(project_root / "configs" / "mesh10.yaml"),
+        str(data_dir / "configs" / "mesh10.yaml"),
         "--repo",
         str(tmp_path),
         cwd=tmp_path,
@@ -47,10 +47,10 @@ def test_mesh10_without_credentials_exits_2(tmp_path: Path, project_root: Path) 
     assert not (tmp_path / ".swarm").exists()
 
 
-def test_missing_repo_is_bad_input(tmp_path: Path, project_root: Path) -> None:
+def test_missing_repo_is_bad_input(tmp_path: Path, data_dir: Path) -> None:
     proc = swarm(
         "launch",
-        str(project_root / "configs" / "demo.yaml"),
+        str(data_dir / "configs" / "demo.yaml"),
         "--repo",
         str(tmp_path / "nope"),
         cwd=tmp_path,
@@ -103,10 +103,10 @@ def test_tool_command_edits_a_file(tmp_path: Path) -> None:
     assert "-y = 2" in proc.stdout and "+y = 3" in proc.stdout
 
 
-def test_unreachable_ray_address_is_bad_input(tmp_path: Path, project_root: Path) -> None:
+def test_unreachable_ray_address_is_bad_input(tmp_path: Path, data_dir: Path) -> None:
     proc = swarm(
         "launch",
-        str(project_root / "configs" / "demo.yaml"),
+        str(data_dir / "configs" / "demo.yaml"),
         "--repo",
         str(tmp_path),
         "--no-dashboard",

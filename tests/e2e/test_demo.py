@@ -28,8 +28,8 @@ def swarm(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPr
     )
 
 
-def test_demo_swarm_fixes_the_bug(tmp_path: Path, project_root: Path) -> None:
-    example = project_root / "examples" / "calc"
+def test_demo_swarm_fixes_the_bug(tmp_path: Path, data_dir: Path) -> None:
+    example = data_dir / "examples" / "calc"
     before = {p.name: p.read_bytes() for p in example.iterdir() if p.is_file()}
 
     proc = swarm("demo", "--no-dashboard", cwd=tmp_path)

@@ -15,6 +15,7 @@ import pytest
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle
 from swarm.llmstub import StubScript, StubServer
+from swarm.paths import DATA_DIR
 from tests.e2e.swarmrun import start_swarm
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +59,7 @@ def test_sigkill_agent_mid_task(tmp_path: Path, redis_handle: RedisHandle) -> No
     repo = tmp_path / "repo"
     repo.mkdir()
     (tmp_path / "swarm.yaml").write_text(CONFIG)
-    shutil.copytree(Path(__file__).parents[2] / "agents", tmp_path / "agents")
+    shutil.copytree(DATA_DIR / "agents", tmp_path / "agents")
     run_id = f"kill-{os.getpid()}-{int(time.time())}"
     with StubServer(StubScript.model_validate(SCRIPT)) as stub:
         proc = start_swarm(tmp_path, stub, redis_handle.url, run_id, repo)

@@ -114,13 +114,13 @@ def test_report_after_the_demo(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no-such-run" in missing.stderr
 
 
-def test_ci_writes_junit_and_step_summary(tmp_path: Path, project_root: Path) -> None:
+def test_ci_writes_junit_and_step_summary(tmp_path: Path, data_dir: Path) -> None:
     repo = tmp_path / "calc"
-    shutil.copytree(project_root / "examples" / "calc", repo)
+    shutil.copytree(data_dir / "examples" / "calc", repo)
     summary = tmp_path / "step-summary.md"
     summary.write_text("# an earlier step\n", encoding="utf-8")
     junit = tmp_path / "reports" / "out.xml"  # its folder does not exist yet
-    with StubServer(load_script(project_root / "configs" / "demo.stub.yaml")) as stub:
+    with StubServer(load_script(data_dir / "configs" / "demo.stub.yaml")) as stub:
         env = clean_env(
             ANTHROPIC_BASE_URL=stub.base_url,
             ANTHROPIC_API_KEY="stub-key-not-secret",
@@ -128,7 +128,7 @@ def test_ci_writes_junit_and_step_summary(tmp_path: Path, project_root: Path) ->
         )
         proc = swarm(
             "ci",
-            str(project_root / "configs" / "demo.yaml"),
+            str(data_dir / "configs" / "demo.yaml"),
             "--repo",
             str(repo),
             "--junit",
@@ -153,12 +153,12 @@ def test_ci_writes_junit_and_step_summary(tmp_path: Path, project_root: Path) ->
     assert "sum(values) / len(values)" in (repo / "calc.py").read_text()
 
 
-def test_ci_bad_input_writes_no_report(tmp_path: Path, project_root: Path) -> None:
+def test_ci_bad_input_writes_no_report(tmp_path: Path, data_dir: Path) -> None:
     """Bad input (a missing repo) exits 2 before any run, and writes no report."""
     summary = tmp_path / "summary.md"
     proc = swarm(
         "ci",
-        str(project_root / "configs" / "demo.yaml"),
+        str(data_dir / "configs" / "demo.yaml"),
         "--repo",
         str(tmp_path / "missing"),
         "--junit",

@@ -32,9 +32,10 @@ import psutil
 
 from swarm.blackboard.board import Blackboard
 from swarm.llmstub import StubScript, StubServer
+from swarm.paths import DATA_DIR
 
 FULL = os.environ.get("SWARM_FAULTS_FULL") == "1"
-AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
+AGENTS_DIR = DATA_DIR / "agents"
 REDIS_SERVER = Path(sys.executable).parent / "redis-server"
 GOOD_KEY = "sk-faults-good-key-0123456789"
 
@@ -387,7 +388,7 @@ def descendants(pid: int, name: str) -> list[psutil.Process]:
 
 
 RAY = Path(sys.executable).parent / "ray"
-PROJECT_ROOT = AGENTS_DIR.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, importable as swarm
 
 
 class RayCluster:

@@ -26,9 +26,10 @@ from swarm.blackboard.connection import (
     stop_embedded,
 )
 from swarm.errors import BadInput
+from swarm.paths import DATA_DIR
 from swarm.secrets import secret_values
 
-AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
+AGENTS_DIR = DATA_DIR / "agents"
 SLACK_S = 8.0  # the watchdog polls every 0.5 s; a loaded 2-core machine is slow
 
 

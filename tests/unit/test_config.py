@@ -11,7 +11,7 @@ import pytest
 
 from swarm.config import load_config
 from swarm.errors import ConfigError
-from swarm.paths import PROJECT_ROOT
+from swarm.paths import DATA_DIR
 
 GOOD = """\
 name: t
@@ -273,11 +273,11 @@ def test_missing_file() -> None:
 
 def test_shipped_configs_are_valid() -> None:
     for name in ("demo.yaml", "mesh10.yaml"):
-        load_config(PROJECT_ROOT / "configs" / name)
+        load_config(DATA_DIR / "configs" / name)
 
 
 def test_mesh10_has_the_reference_agents() -> None:
-    loaded = load_config(PROJECT_ROOT / "configs" / "mesh10.yaml")
+    loaded = load_config(DATA_DIR / "configs" / "mesh10.yaml")
     assert [a.name for a in loaded.agents] == [
         "auth-specialist",
         "tool-developer-1",

@@ -87,9 +87,9 @@ def test_bad_cards(tmp_path: Path, text: str, line: int, words: str) -> None:
 
 def test_topology_preset_file(tmp_path: Path) -> None:
     from swarm.config import load_config
-    from swarm.paths import PROJECT_ROOT
+    from swarm.paths import DATA_DIR
 
-    text = (PROJECT_ROOT / "configs" / "mesh10.yaml").read_text()
+    text = (DATA_DIR / "configs" / "mesh10.yaml").read_text()
     cfg = tmp_path / "mesh10.yaml"
     cfg.write_text(text.replace("topology: mesh", "topology: mesh10-teams"))
     loaded = load_config(cfg)
