@@ -67,9 +67,9 @@ def git_repo(path: Path, source: Path | None = None) -> Path:
     return path
 
 
-def tiny(tmp_path: Path, project_root: Path, turns: list[dict[str, Any]]) -> StubServer:
+def tiny(tmp_path: Path, data_dir: Path, turns: list[dict[str, Any]]) -> StubServer:
     """A one-agent, one-task config on a git repository, and its script."""
-    shutil.copytree(project_root / "agents", tmp_path / "agents")
+    shutil.copytree(data_dir / "agents", tmp_path / "agents")
     (tmp_path / "swarm.yaml").write_text(
         "name: tiny\ngoal: a small job\nmodel: anthropic/claude-sonnet-5-5\n"
         "budget: {max_usd: 5}\nagents:\n  - {name: dev, role: developer}\n"
@@ -81,13 +81,13 @@ def tiny(tmp_path: Path, project_root: Path, turns: list[dict[str, Any]]) -> Stu
 
 
 def test_a_successful_run_writes_outputs_artifacts_and_a_branch(
-    tmp_path: Path, project_root: Path
+    tmp_path: Path, data_dir: Path
 ) -> None:
-    repo = git_repo(tmp_path / "calc", project_root / "examples" / "calc")
+    repo = git_repo(tmp_path / "calc", data_dir / "examples" / "calc")
     art = tmp_path / "art"
-    with StubServer(load_script(project_root / "configs" / "demo.stub.yaml")) as stub:
+    with StubServer(load_script(data_dir / "configs" / "demo.stub.yaml")) as stub:
         proc = ci(
-            str(project_root / "configs" / "demo.yaml"),
+            str(data_dir / "configs" / "demo.yaml"),
             "--repo",
             str(repo),
             "--artifacts",
@@ -123,10 +123,10 @@ def test_a_successful_run_writes_outputs_artifacts_and_a_branch(
     assert not psutil.Process().children(recursive=True)  # nothing left running
 
 
-def test_a_failed_task_fails_the_job(tmp_path: Path, project_root: Path) -> None:
+def test_a_failed_task_fails_the_job(tmp_path: Path, data_dir: Path) -> None:
     stub = tiny(
         tmp_path,
-        project_root,
+        data_dir,
         [{"tool_calls": [{"name": "task_fail", "input": {"reason": "no database here"}}]}],
     )
     try:
@@ -141,9 +141,9 @@ def test_a_failed_task_fails_the_job(tmp_path: Path, project_root: Path) -> None
 
 
 def test_a_run_that_changed_nothing_fails_with_require_changes(
-    tmp_path: Path, project_root: Path
+    tmp_path: Path, data_dir: Path
 ) -> None:
-    stub = tiny(tmp_path, project_root, [{"text": "Nothing needed changing."}])
+    stub = tiny(tmp_path, data_dir, [{"text": "Nothing needed changing."}])
     try:
         proc = ci(
             "swarm.yaml",
@@ -161,11 +161,11 @@ def test_a_run_that_changed_nothing_fails_with_require_changes(
     assert "--require-changes: the run changed nothing" in (tmp_path / "summary.md").read_text()
 
 
-def test_a_budget_reached_is_never_success(tmp_path: Path, project_root: Path) -> None:
-    repo = git_repo(tmp_path / "calc", project_root / "examples" / "calc")
-    with StubServer(load_script(project_root / "configs" / "demo.stub.yaml")) as stub:
+def test_a_budget_reached_is_never_success(tmp_path: Path, data_dir: Path) -> None:
+    repo = git_repo(tmp_path / "calc", data_dir / "examples" / "calc")
+    with StubServer(load_script(data_dir / "configs" / "demo.stub.yaml")) as stub:
         proc = ci(
-            str(project_root / "configs" / "demo.yaml"),
+            str(data_dir / "configs" / "demo.yaml"),
             "--repo",
             str(repo),
             "--max-usd",
@@ -192,8 +192,8 @@ def test_a_budget_reached_is_never_success(tmp_path: Path, project_root: Path) -
         assert f"Swarm-Task: {task}" in log, (task, log)
 
 
-def test_bad_input_exits_2_before_any_request(tmp_path: Path, project_root: Path) -> None:
-    stub = tiny(tmp_path, project_root, [{"text": "done"}])
+def test_bad_input_exits_2_before_any_request(tmp_path: Path, data_dir: Path) -> None:
+    stub = tiny(tmp_path, data_dir, [{"text": "done"}])
     cfg = tmp_path / "swarm.yaml"
     cfg.write_text(cfg.read_text().replace("goal: a small job", "goal: a small job\ngaol: typo"))
     try:
@@ -215,11 +215,11 @@ def test_bad_input_exits_2_before_any_request(tmp_path: Path, project_root: Path
 
 
 def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
-    tmp_path: Path, project_root: Path
+    tmp_path: Path, data_dir: Path
 ) -> None:
-    repo = git_repo(tmp_path / "calc", project_root / "examples" / "calc")
+    repo = git_repo(tmp_path / "calc", data_dir / "examples" / "calc")
     art = tmp_path / "art"
-    script = load_script(project_root / "configs" / "demo.stub.yaml")
+    script = load_script(data_dir / "configs" / "demo.stub.yaml")
     with StubServer(script) as stub:
         environ = env(stub, tmp_path, GITHUB_RUN_ID="777", GITHUB_RUN_ATTEMPT="1")
         args = [
@@ -227,7 +227,7 @@ def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
             "-m",
             "swarm.cli",
             "ci",
-            str(project_root / "configs" / "demo.yaml"),
+            str(data_dir / "configs" / "demo.yaml"),
             "--repo",
             str(repo),
             "--artifacts",
@@ -262,7 +262,11 @@ def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
             env=environ,
         )
         stop_embedded(tmp_path / ".swarm")
-        shutil.rmtree(tmp_path / ".swarm")  # a fresh runner: nothing but the artifacts
+        for _ in range(50):  # a fresh runner: nothing but the artifacts
+            shutil.rmtree(tmp_path / ".swarm", ignore_errors=True)
+            if not (tmp_path / ".swarm").exists():
+                break
+            time.sleep(0.1)  # a process of the killed run still writing there
         before = list(stub.requests)
         done_before = {r.task for r in before if r.task} - {"fix-mean"}
         second = ci(*args[4:], cwd=tmp_path, environ={**environ, "GITHUB_RUN_ATTEMPT": "2"})
