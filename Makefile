@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check swarm tests benchmarks
 	$(VENV)/bin/ruff check swarm tests benchmarks
 	$(VENV)/bin/mypy swarm
+	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format swarm tests benchmarks

@@ -199,7 +199,7 @@ class CiOptions:
 
 def run_ci(opts: CiOptions, workdir: Path | None = None) -> int:
     """The whole job; returns its exit code (BadInput propagates: exit 2, nothing spent)."""
-    from swarm.launch import launch, resume, run_exists
+    from swarm.launch import LaunchResult, launch, resume, run_exists
 
     workdir = workdir or Path.cwd()
     rid = ci_run_id(opts.run_id)
@@ -214,7 +214,13 @@ def run_ci(opts: CiOptions, workdir: Path | None = None) -> int:
             for k, v in (opts.overrides or Overrides()).model_dump().items()
             if k in ("max_usd", "max_wall_s") and v is not None
         }
-        result = resume(rid, opts.json_events, True, budget, workdir)
+        if _run_state(rid, workdir) == "completed":
+            # a re-run of a job whose run had finished ("Re-run all jobs"): nothing is
+            # sent again; the verdict is read from the stored state as before
+            print(f"ci: run {rid} already completed: nothing to resume")
+            result = LaunchResult(rid, "completed", EXIT_OK, opts.repo or workdir)
+        else:
+            result = resume(rid, opts.json_events, True, budget, workdir)
     else:
         result = launch(
             opts.config,
@@ -256,6 +262,19 @@ def run_ci(opts: CiOptions, workdir: Path | None = None) -> int:
     write_summary(step_summary(snap, times, verdict=verdict.verdict, why=verdict.reason))
     print(f"verdict: {verdict.verdict} ({verdict.reason}); exit {verdict.exit_code}")
     return verdict.exit_code
+
+
+def _run_state(run_id: str, workdir: Path) -> str:
+    async def read() -> str:
+        handle = open_redis(state_dir(workdir))
+        board = Blackboard(handle.url, run_id)
+        try:
+            return str((await board.meta()).get("state", ""))
+        finally:
+            await board.close()
+            handle.close()
+
+    return asyncio.run(read())
 
 
 def restore_state(state: Path, workdir: Path) -> bool:
