@@ -219,7 +219,13 @@ def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
 ) -> None:
     repo = git_repo(tmp_path / "calc", data_dir / "examples" / "calc")
     art = tmp_path / "art"
-    script = load_script(data_dir / "configs" / "demo.stub.yaml")
+    data = load_script(data_dir / "configs" / "demo.stub.yaml").model_dump(exclude_none=True)
+    conv = next(c for c in data["conversations"] if c.get("task") == "fix-mean")
+    conv["turns"][0]["delay_s"] = 4  # the job is killed while this request is out
+    last_investigate = next(
+        len(c["turns"]) - 1 for c in data["conversations"] if c.get("task") == "investigate"
+    )
+    script = StubScript.model_validate(data)
     with StubServer(script) as stub:
         environ = env(stub, tmp_path, GITHUB_RUN_ID="777", GITHUB_RUN_ATTEMPT="1")
         args = [
@@ -243,9 +249,12 @@ def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
             start_new_session=True,
         )
         deadline = time.monotonic() + 180
-        while not any(r.task == "fix-mean" for r in stub.requests):  # investigate is done
+        while not any(
+            r.task == "investigate" and r.turn == last_investigate for r in stub.requests
+        ):  # investigate answered its last turn
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.1)
+        time.sleep(2.0)  # it completes; fix-mean is claimed and its first request is out
         tree = [first.pid, *(p.pid for p in psutil.Process(first.pid).children(recursive=True))]
         for pid in tree:  # the runner is gone: the job and everything it started
             try:
@@ -269,6 +278,9 @@ def test_a_rerun_after_a_kill_resumes_and_repeats_no_completed_task(
             time.sleep(0.1)  # a process of the killed run still writing there
         before = list(stub.requests)
         done_before = {r.task for r in before if r.task} - {"fix-mean"}
+        assert done_before == {"investigate"}, done_before
+        # fix-mean's first request was out when the job died (answered to no one)
+        assert {r.turn for r in before if r.task == "fix-mean"} <= {0}
         second = ci(*args[4:], cwd=tmp_path, environ={**environ, "GITHUB_RUN_ATTEMPT": "2"})
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming it" in second.stdout
