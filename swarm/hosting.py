@@ -197,6 +197,13 @@ class AgentActor:
         return os.getpid()
 
 
+# A killed raylet leaves its agents running, orphaned, until the GCS declares the node
+# dead: by default 5 missed checks 3 s apart (15 s). Checks 1 s apart, 3 misses, keep a
+# dead node's agents from working on for long; a slow but live raylet still has Ray's
+# 10 s timeout per check (docs/reliability.md).
+LOCAL_RAY_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+
+
 def start_ray() -> None:
     import ray
 
@@ -212,7 +219,11 @@ def start_ray() -> None:
         configure_logging=True,
     )
     if address is None:
-        kwargs.update(num_cpus=max(os.cpu_count() or 2, 2), object_store_memory=80 * 1024**2)
+        kwargs.update(
+            num_cpus=max(os.cpu_count() or 2, 2),
+            object_store_memory=80 * 1024**2,
+            _system_config=LOCAL_RAY_HEALTH_CHECKS,
+        )
     try:
         with credentials_hidden():  # Ray's processes, and so every actor, start without them
             ray.init(address=address, **kwargs)
