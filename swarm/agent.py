@@ -107,6 +107,26 @@ class HandedBack(Exception):
 
 
 AUTH_STATUS = (401, 403)
+# Events after which an idle agent looks for work again: a task's status changed, tasks
+# were added or revived, a merge landed or gave up, the run ended or went on.
+WAKE_EVENTS = frozenset(
+    {
+        "task_completed",
+        "task_failed",
+        "task_created",
+        "task_ready",
+        "task_released",
+        "task_requeued",
+        "task_resumed",
+        "tasks_retried",
+        "merged",
+        "merge_gave_up",
+        "run_finished",
+        "run_resumed",
+        "run_taken_over",
+        "redis_recovered",
+    }
+)
 OUTAGE_BACKOFF_S = (5.0, 15.0, 30.0, 60.0, 120.0)  # the circuit's pauses, by outage round
 
 
@@ -236,8 +256,7 @@ class AgentLoop:
         await self.set_status("idle")
         while True:
             last = await self.board.last_event_id()
-            meta = await self.board.meta()
-            if meta.get("state", "running") != "running":
+            if await self.board.run_state() != "running":
                 break
             claim = await self.board.claim(name, role, self.swarm.lease_ms)
             if claim is not None:
@@ -254,8 +273,19 @@ class AgentLoop:
                 await self.set_status("waiting", waiting_for=",".join(waiting))
             else:
                 await self.set_status("idle", waiting_for="")
-            await self.board.wait_events(last, block_ms=min(self.swarm.lease_ms // 2, 5000))
+            await self._wait_for_work(last, min(self.swarm.lease_ms // 2, 5000))
         await self.set_status("done", waiting_for="")
+
+    async def _wait_for_work(self, last: str, block_ms: int) -> None:
+        """Sleep until an event that can make a task claimable (or end the run) arrives,
+        or ``block_ms`` passes: other agents' turns and status changes wake nobody."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_ms / 1000
+        while (left := deadline - loop.time()) > 0:
+            events = await self.board.wait_events(last, block_ms=max(int(left * 1000), 1))
+            if not events or any(e.type in WAKE_EVENTS for e in events):
+                return
+            last = events[-1].id
 
     def _waiting_for(self, tasks: list[TaskView]) -> list[str]:
         """Unfinished dependencies of the pending tasks this agent could take."""

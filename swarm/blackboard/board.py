@@ -219,6 +219,10 @@ class Blackboard:
     async def meta(self) -> dict[str, str]:
         return await self.r.hgetall(self.k.meta)
 
+    async def run_state(self) -> str:
+        """The run's state alone (the meta hash also holds the whole plan)."""
+        return await self.r.hget(self.k.meta, "state") or "running"
+
     async def resume_run(self, lease_ms: int = 120_000) -> None:
         """Mark a stopped run as running again; tasks left claimed are re-attached by
         their agents (their leases get a fresh deadline, so the time the run was stopped

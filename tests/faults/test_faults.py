@@ -186,7 +186,9 @@ def test_coordinator_sigkilled_then_resumed(tmp_path: Path) -> None:
 
 def test_sighup_stops_like_sigterm_and_resume_completes(tmp_path: Path) -> None:
     n_tasks = size(6, 12)
-    with Swarm(tmp_path, "f-hup", n_tasks, agents=2) as swarm:
+    # slow turns: the signal must come while the run still has work (a loaded CI machine
+    # takes a moment to notice the first task completed)
+    with Swarm(tmp_path, "f-hup", n_tasks, agents=2, delay_s=1.0) as swarm:
         proc = swarm.launch()
         swarm.wait_for(lambda b: _at_least(b, 1), 240, "1 task completed")
         # the key reaches agents in memory: no agent process holds it in its environment

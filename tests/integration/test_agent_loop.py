@@ -340,3 +340,61 @@ async def test_task_fail_survives_a_crash(board, tmp_path, monkeypatch) -> None:
         "b": ("failed", "dependency a failed"),
     }
     assert len(stub.requests) == 0
+
+
+async def test_an_idle_agent_wakes_only_for_events_that_can_give_it_work(
+    board, tmp_path, monkeypatch
+) -> None:
+    """Other agents' turns and status changes do not make a waiting agent look for work
+    again (each look is a claim and a read of every task); a task completing does."""
+    head = HEAD.replace(
+        "agents:\n  - {name: dev, role: developer}",
+        "agents:\n  - {name: dev, role: developer}\n  - {name: other, role: developer}",
+    ).replace("{id: a, title: A, agent: dev}", "{id: a, title: A, agent: other}")
+    (tmp_path / "swarm.yaml").write_text(head)
+    (tmp_path / "repo").mkdir()
+    stub = StubServer(
+        StubScript.model_validate({"conversations": [{"task": "b", "turns": [{"text": "ok"}]}]})
+    ).start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", stub.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    try:
+        plan = make_plan(
+            tmp_path / "swarm.yaml", tmp_path / "repo", board.run_id, tmp_path / ".swarm"
+        )
+        await store_plan(board, plan)
+        spec = next(
+            s for s in agent_specs(plan, board.url, tmp_path / "run") if s.agent.name == "dev"
+        )
+        from swarm.hosting import build_loop
+
+        loop = build_loop(spec, board)
+        looks = 0
+        claim = loop.board.claim
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal looks
+            looks += 1
+            return await claim(*args, **kwargs)
+
+        monkeypatch.setattr(loop.board, "claim", counted)
+        agent = asyncio.create_task(loop.run())
+        while looks == 0:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        before = looks
+        for n in range(40):  # another agent at work: turns, tool calls, status changes
+            await board.emit("model_turn", task="a", agent="other", data={"turn": n})
+            await board.update_agent(
+                "other", event="agent_status", data={"status": "working"}, status="working"
+            )
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert looks == before  # woken by none of them
+        c = await board.claim("other", "developer", 30_000)
+        assert c is not None and c.task_id == "a"
+        assert await board.complete("a", "other", "done", c.token)
+        await asyncio.wait_for(agent, 30)  # the completion woke it: it took b and finished
+    finally:
+        stub.stop()
+    assert await statuses(board) == {"a": ("completed", ""), "b": ("completed", "")}
