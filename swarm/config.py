@@ -64,6 +64,22 @@ class Reliability(Strict):
     agent_restarts: int = Field(default=5, ge=0)  # per agent, before the run stops
 
 
+class Hosting(Strict):
+    """How agents are placed in processes (docs/architecture.md). An agent loop is an
+    I/O-bound asyncio task, so several share one Ray actor process well: ``auto`` packs
+    the run's agents into one process per core, a number puts that many agents in each
+    actor."""
+
+    agents_per_actor: int | Literal["auto"] = Field(default="auto")
+
+    @field_validator("agents_per_actor")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return v
+
+
 class Price(Strict):
     """USD per million tokens."""
 
@@ -178,6 +194,7 @@ class SwarmConfig(Strict):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     lease_s: float = Field(default=30.0, gt=0)
     reliability: Reliability = Field(default_factory=Reliability)
+    hosting: Hosting = Field(default_factory=Hosting)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     agents: list[AgentSpec] = Field(min_length=1)
     phases: list[Phase] = Field(min_length=1)

@@ -20,6 +20,7 @@ from swarm.hosting import (
     AgentActor,
     AgentSpec,
     actor_env,
+    actor_groups,
     agent_resource,
     check_agent_resource,
     start_ray,
@@ -56,6 +57,7 @@ class Coordinator:
         reliability: Reliability | None = None,
         max_task_wall_s: float | None = None,
         takeover: bool = False,
+        agents_per_actor: int = 1,
     ):
         self.board = board
         self.specs = specs
@@ -66,6 +68,7 @@ class Coordinator:
         self.max_restarts = max_restarts
         self.reliability = reliability or Reliability()
         self.takeover = takeover  # resume of a run whose coordinator died
+        self.agents_per_actor = agents_per_actor
         self.actors: dict[str, Any] = {}
         self.refs: dict[str, Any] = {}  # each actor's run() call, to cancel it on stop
         self.runs: dict[str, asyncio.Future[None]] = {}
@@ -75,23 +78,38 @@ class Coordinator:
         self.reaper: subprocess.Popen[bytes] | None = None
 
     # -- agents ------------------------------------------------------------------------
-    def _spawn_one(self, spec: AgentSpec) -> None:
+    def _spawn(self, specs: list[AgentSpec]) -> None:
+        """Host ``specs`` in actors of up to ``agents_per_actor`` agents each; every agent
+        is its own ``run`` call, supervised on its own."""
+        for group in actor_groups(specs, self.agents_per_actor):
+            self._spawn_group(group)
+
+    def _spawn_group(self, group: list[AgentSpec]) -> None:
         import ray
 
+        first = group[0]
+        names = [s.agent.name for s in group]
+        label = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
         options: dict[str, Any] = dict(
-            name=f"swarm-{spec.run_id}-{spec.agent.name}-{self.respawns.get(spec.agent.name, 0)}",
+            name=f"swarm-{first.run_id}-{label}-{self.respawns.get(names[0], 0)}",
             num_cpus=0,
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
+            max_concurrency=max(len(group) + 8, 32),
         )
         if os.environ.get("RAY_ADDRESS"):
-            options["runtime_env"] = {"env_vars": actor_env(spec)}
-        options.update(self._placement(spec))
-        actor = ray.remote(AgentActor).options(**options).remote(spec.model_dump_json())  # type: ignore[attr-defined]
-        self.actors[spec.agent.name] = actor
-        self.runs[spec.agent.name] = asyncio.ensure_future(
-            self._await_actor(spec.agent.name, actor)
+            options["runtime_env"] = {"env_vars": actor_env(first)}
+        options.update(self._placement(first))
+        actor = (
+            ray.remote(AgentActor)
+            .options(**options)
+            .remote(  # type: ignore[attr-defined]
+                [s.model_dump_json() for s in group]
+            )
         )
+        for name in names:
+            self.actors[name] = actor
+            self.runs[name] = asyncio.ensure_future(self._await_actor(name, actor))
 
     @staticmethod
     def _placement(spec: AgentSpec) -> dict[str, Any]:
@@ -124,8 +142,7 @@ class Coordinator:
                 "(docs/workspaces.md)",
                 AGENT_RESOURCE_ENV,
             )
-        for spec in self.specs:
-            self._spawn_one(spec)
+        self._spawn(self.specs)
 
     def _watch_ray(self) -> None:
         """A local Ray dies with this process: a reaper sees to what Ray's own clean-up
@@ -138,7 +155,7 @@ class Coordinator:
         self.reaper = start_reaper(self.board.run_id, getattr(node, "session_name", "") or "")
 
     async def _await_actor(self, name: str, actor: Any) -> None:
-        ref = actor.run.remote()
+        ref = actor.run.remote(name)
         self.refs[name] = ref
         try:
             await ref
@@ -169,9 +186,13 @@ class Coordinator:
                 )
             self.respawns[name] = n
             self.runs.pop(name).cancel()
-            self._spawn_one(by_name[name])
+        self._spawn([by_name[name] for name in dead])
+        for name in dead:
             await self.board.update_agent(
-                name, event="agent_respawned", data={"respawn": n}, status="starting"
+                name,
+                event="agent_respawned",
+                data={"respawn": self.respawns[name]},
+                status="starting",
             )
         return None
 
@@ -345,7 +366,7 @@ class Coordinator:
             _, pending = await asyncio.wait([runs[n] for n in busy], timeout=KILL_GRACE_S + 3)
             for fut in pending:
                 fut.cancel()
-        for actor in self.actors.values():
+        for actor in {id(a): a for a in self.actors.values()}.values():
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         for name in busy:

@@ -185,13 +185,16 @@ async def run_agent(spec: AgentSpec) -> str:
 
 
 class AgentActor:
-    """The Ray actor that hosts one agent loop (restarted by Ray if its process dies)."""
+    """The Ray actor that hosts the loops of one or more agents, each its own ``run``
+    call (an async actor runs them concurrently); Ray restarts it if its process dies,
+    and retries each agent's call."""
 
-    def __init__(self, spec_json: str):
-        self.spec = AgentSpec.model_validate_json(spec_json)
+    def __init__(self, specs_json: list[str]):
+        specs = [AgentSpec.model_validate_json(s) for s in specs_json]
+        self.specs = {s.agent.name: s for s in specs}
 
-    async def run(self) -> str:
-        return await run_agent(self.spec)
+    async def run(self, name: str) -> str:
+        return await run_agent(self.specs[name])
 
     def pid(self) -> int:
         return os.getpid()
@@ -272,6 +275,22 @@ def check_agent_resource(name: str, agents: int) -> None:
             f"has {agents} agents (one each); start the nodes that reach the workspace with "
             f"ray start --resources='{{\"{name}\": N}}'"
         )
+
+
+def agents_per_actor(setting: int | str, agents: int, cores: int | None = None) -> int:
+    """Agents hosted by one actor process: the config's number, or for ``auto`` the
+    run's agents spread over one process per core (a process runs Python on one core at
+    a time; never more processes than agents). Fewer processes cost less: each Ray worker
+    has its own threads, heartbeats and imports (docs/benchmarks.md)."""
+    if isinstance(setting, int):
+        return setting
+    processes = max(cores or os.cpu_count() or 2, 1)
+    return max(1, -(-agents // processes))
+
+
+def actor_groups(specs: list[AgentSpec], per_actor: int) -> list[list[AgentSpec]]:
+    """The agents, in order, packed ``per_actor`` to a process."""
+    return [specs[i : i + per_actor] for i in range(0, len(specs), per_actor)]
 
 
 def actor_env(spec: AgentSpec) -> dict[str, str]:

@@ -18,7 +18,7 @@ from swarm.config import Overrides, load_config
 from swarm.coordinator import Coordinator, exit_code_for
 from swarm.dashboard import follow
 from swarm.errors import BadInput
-from swarm.hosting import agent_specs
+from swarm.hosting import agent_specs, agents_per_actor
 from swarm.leftovers import kill_run_processes
 from swarm.liveness import coordinator_liveness
 from swarm.plan import RunPlan, load_plan, make_plan, save_plan, start_workspace, store_plan
@@ -77,15 +77,17 @@ async def _supervise(
 ) -> LaunchResult:
     run_dir = state_dir(workdir) / "runs" / board.run_id
     cfg = plan.loaded.config
+    specs = agent_specs(plan, redis_url, run_dir)
     coordinator = Coordinator(
         board,
-        agent_specs(plan, redis_url, run_dir),
+        specs,
         cfg.budget.max_wall_s,
         workspace=plan.workspace,
         lease_ms=int(cfg.lease_s * 1000),
         reliability=cfg.reliability,
         max_task_wall_s=cfg.budget.max_task_wall_s,
         takeover=takeover,
+        agents_per_actor=agents_per_actor(cfg.hosting.agents_per_actor, len(specs)),
     )
     stop = asyncio.Event()
     view = asyncio.create_task(follow(board, mode, stop))

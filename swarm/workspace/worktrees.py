@@ -3,9 +3,12 @@ merge queue's own worktree. Nothing here touches the user's branch, index or fil
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +116,21 @@ class RunWorktrees:
             raise GitError(["rev-parse", self.s.run_branch], 1, "the run's branch is gone")
         return sha
 
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[None]:
+        """Worktree bookkeeping (add, remove, prune) one process at a time: a prune while
+        another agent's ``worktree add`` is half done deletes its entry in .git/worktrees
+        (git's own "locked" marker is written a moment too late for that)."""
+        common = Path(self.repo.out("rev-parse", "--git-common-dir"))
+        if not common.is_absolute():
+            common = self.repo.cwd / common
+        fd = os.open(common / "swarm-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     # -- a task's worktree -----------------------------------------------------------------
     def ensure_task(self, task_id: str) -> tuple[Path, str]:
         """The task's worktree, created on its branch from the run's head if it is not
@@ -121,12 +139,13 @@ class RunWorktrees:
         if (path / ".git").exists():
             return path, self._fork_point(branch)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.repo.run("worktree", "prune")
-        if self.repo.rev(f"refs/heads/{branch}") is not None:
-            self.repo.run("worktree", "add", "--quiet", str(path), branch)
-            return path, self._fork_point(branch)
-        base = self.head()
-        self.repo.run("worktree", "add", "--quiet", "-b", branch, str(path), base)
+        with self._admin():
+            self.repo.run("worktree", "prune")
+            if self.repo.rev(f"refs/heads/{branch}") is not None:
+                self.repo.run("worktree", "add", "--quiet", str(path), branch)
+                return path, self._fork_point(branch)
+            base = self.head()
+            self.repo.run("worktree", "add", "--quiet", "-b", branch, str(path), base)
         return path, base
 
     def _fork_point(self, branch: str) -> str:
@@ -165,10 +184,11 @@ class RunWorktrees:
 
     def remove_task(self, task_id: str, delete_branch: bool) -> None:
         path = self.task_path(task_id)
-        if path.exists():
-            self.repo.run("worktree", "remove", "--force", str(path), check=False)
-            shutil.rmtree(path, ignore_errors=True)
-        self.repo.run("worktree", "prune", check=False)
+        with self._admin():
+            if path.exists():
+                self.repo.run("worktree", "remove", "--force", str(path), check=False)
+                shutil.rmtree(path, ignore_errors=True)
+            self.repo.run("worktree", "prune", check=False)
         if delete_branch:
             self.repo.run("branch", "-D", self.task_branch(task_id), check=False)
 
@@ -177,18 +197,20 @@ class RunWorktrees:
         path = self.queue_path
         if not (path / ".git").exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            self.repo.run("worktree", "prune")
-            self.repo.run("worktree", "add", "--quiet", "--detach", str(path), commit)
+            with self._admin():
+                self.repo.run("worktree", "prune")
+                self.repo.run("worktree", "add", "--quiet", "--detach", str(path), commit)
         q = Git(path)
         q.run("checkout", "--quiet", "--detach", "--force", commit)
         q.run("clean", "-ffdq")
         return path
 
     def remove_queue(self) -> None:
-        if self.queue_path.exists():
-            self.repo.run("worktree", "remove", "--force", str(self.queue_path), check=False)
-            shutil.rmtree(self.queue_path, ignore_errors=True)
-        self.repo.run("worktree", "prune", check=False)
+        with self._admin():
+            if self.queue_path.exists():
+                self.repo.run("worktree", "remove", "--force", str(self.queue_path), check=False)
+                shutil.rmtree(self.queue_path, ignore_errors=True)
+            self.repo.run("worktree", "prune", check=False)
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()
 
