@@ -99,7 +99,7 @@ class Coordinator:
         )
         if os.environ.get("RAY_ADDRESS"):
             options["runtime_env"] = {"env_vars": actor_env(first)}
-        options.update(self._placement(first))
+        options.update(self._placement(first, len(group)))
         actor = (
             ray.remote(AgentActor)
             .options(**options)
@@ -112,7 +112,7 @@ class Coordinator:
             self.runs[name] = asyncio.ensure_future(self._await_actor(name, actor))
 
     @staticmethod
-    def _placement(spec: AgentSpec) -> dict[str, Any]:
+    def _placement(spec: AgentSpec, agents: int = 1) -> dict[str, Any]:
         """Only a node that reaches the agent's workspace may host it, now and when Ray
         restarts it after its node is lost (a restart keeps these options). The driver's
         node always does; on a joined cluster a shared run's agents are spread over the
@@ -123,7 +123,7 @@ class Coordinator:
 
         resource = agent_resource(spec.workspace.mode)
         if resource:
-            return {"resources": {resource: 1}, "scheduling_strategy": "SPREAD"}
+            return {"resources": {resource: agents}, "scheduling_strategy": "SPREAD"}
         if spec.workspace.mode == "shared" and not os.environ.get("RAY_ADDRESS"):
             return {}  # a local Ray has no other node
         node = ray.get_runtime_context().get_node_id()

@@ -278,12 +278,16 @@ def check_agent_resource(name: str, agents: int) -> None:
 
 
 def agents_per_actor(setting: int | str, agents: int, cores: int | None = None) -> int:
-    """Agents hosted by one actor process: the config's number, or for ``auto`` the
-    run's agents spread over one process per core (a process runs Python on one core at
-    a time; never more processes than agents). Fewer processes cost less: each Ray worker
-    has its own threads, heartbeats and imports (docs/benchmarks.md)."""
+    """Agents hosted by one actor process: the config's number, or for ``auto`` on a
+    local Ray the run's agents spread over one process per core (a process runs Python
+    on one core at a time; never more processes than agents). Fewer processes cost less:
+    each Ray worker has its own threads, heartbeats and imports (docs/benchmarks.md). On
+    a joined cluster (``RAY_ADDRESS``) ``auto`` is one agent per actor, for Ray to spread
+    over the nodes."""
     if isinstance(setting, int):
         return setting
+    if os.environ.get("RAY_ADDRESS"):
+        return 1
     processes = max(cores or os.cpu_count() or 2, 1)
     return max(1, -(-agents // processes))
 

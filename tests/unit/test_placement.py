@@ -59,3 +59,54 @@ def test_too_little_of_the_resource_is_refused(monkeypatch: pytest.MonkeyPatch) 
         check_agent_resource("swarm_agent", 4)
     with pytest.raises(BadInput, match=r"offer 0 of it"):
         check_agent_resource("other", 1)
+
+
+def test_auto_packs_agents_one_process_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarm.hosting import agents_per_actor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert agents_per_actor("auto", 10, cores=2) == 5
+    assert agents_per_actor("auto", 3, cores=2) == 2
+    assert agents_per_actor("auto", 1, cores=8) == 1
+    assert agents_per_actor("auto", 1000, cores=2) == 500
+    assert agents_per_actor(3, 10, cores=2) == 3
+
+
+def test_auto_keeps_one_agent_per_actor_on_a_joined_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swarm.hosting import agents_per_actor
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert agents_per_actor("auto", 10, cores=2) == 1
+    assert agents_per_actor(4, 10, cores=2) == 4
+
+
+def test_groups_keep_every_agent_once_in_order() -> None:
+    from swarm.hosting import actor_groups
+
+    specs = [_spec("shared") for _ in range(7)]
+    groups = actor_groups(specs, 3)
+    assert [len(g) for g in groups] == [3, 3, 1]
+    assert [s for g in groups for s in g] == specs
+
+
+def test_a_packed_actor_asks_for_one_agent_slot_per_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setenv(AGENT_RESOURCE_ENV, "swarm_agent")
+    assert Coordinator._placement(_spec("shared"), 3)["resources"] == {"swarm_agent": 3}
+
+
+def test_agents_per_actor_must_be_positive() -> None:
+    from pydantic import ValidationError
+
+    from swarm.config import Hosting
+
+    assert Hosting().agents_per_actor == "auto"
+    assert Hosting.model_validate({"agents_per_actor": 4}).agents_per_actor == 4
+    with pytest.raises(ValidationError):
+        Hosting.model_validate({"agents_per_actor": 0})
+    with pytest.raises(ValidationError):
+        Hosting.model_validate({"agents_per_actor": "many"})
