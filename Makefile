@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench faults clean
+.PHONY: demo test lint format bench bench-quick faults clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "swarm needs Python 3.11+")'
@@ -40,6 +40,10 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# the same benchmarks, smaller (a few minutes): for a quick look, not for the figures
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) .swarm .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,8 @@ from swarm.workspace.worktrees import RunWorktrees, WorkspaceSettings
 
 log = logging.getLogger("swarm.coordinator")
 
+WATCH_HZ = 4  # supervision rounds per second, at most
+
 EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -277,6 +279,9 @@ class Coordinator:
                 continue
             tick = time.monotonic()
             await self.board.wait_events(last, block_ms=1000)
+            # at most WATCH_HZ rounds a second: a busy swarm writes dozens of events a
+            # second, and each round reads every task
+            await asyncio.sleep(max(0.0, 1 / WATCH_HZ - (time.monotonic() - tick)))
             tick = time.monotonic()
 
     async def _renew_lease(self, supervisor: asyncio.Task[Any] | None) -> None:

@@ -61,8 +61,9 @@ def reap(run_id: str, session: str, seen: dict[int, float]) -> None:
     """Kill what is left: descendants seen while the coordinator lived (checked by start
     time, so a reused pid is spared; Ray's helpers rename themselves, so their command
     line cannot be relied on), the local Ray session's processes, and the commands of
-    the run."""
-    kill_run_processes(run_id)
+    the run. The agents go first: an agent that outlived the commands' SIGTERM would
+    store "killed by SIGTERM" as its command's result, and the model would go on as if
+    the command had run, where a resumed task is told its call was interrupted."""
     targets = set(ray_session_processes(session)) if session else set()
     for pid, started in seen.items():
         if pid > 1 and pid != os.getpid() and process_start(pid) == started:
@@ -70,6 +71,7 @@ def reap(run_id: str, session: str, seen: dict[int, float]) -> None:
     for pid in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    kill_run_processes(run_id)
 
 
 def start_reaper(run_id: str, ray_session: str = "") -> subprocess.Popen[bytes] | None:
