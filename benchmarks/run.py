@@ -282,7 +282,7 @@ class _OpenAIBefore:
             normalize_tool_ids,
             to_chat_messages,
         )
-        from swarm.providers.openai_provider import add_chunk, provider_error
+        from swarm.providers.openai_provider import provider_error
 
         p = self.p
         wire = to_chat_messages(system, normalize_tool_ids(messages, p.name))
@@ -301,10 +301,28 @@ class _OpenAIBefore:
             )
             async with stream:
                 async for chunk in stream:
-                    add_chunk(acc, chunk)
+                    _add_sdk_chunk(acc, chunk)
         except openai.APIError as exc:
             raise provider_error(p.name, exc) from None
         return acc.response(model)
+
+
+def _add_sdk_chunk(acc: Any, chunk: Any) -> None:
+    """The plain SDK loop reads the SDK's typed chunks (as swarm did before it read the
+    decoded JSON)."""
+    from swarm.providers.convert import chat_usage
+
+    if chunk.usage is not None:
+        acc.usage = chat_usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+    for choice in chunk.choices:
+        delta = choice.delta
+        acc.add_text(delta.content)
+        for tc in delta.tool_calls or []:
+            fn = tc.function
+            acc.add_tool_delta(
+                tc.index, tc.id, fn.name if fn else None, fn.arguments if fn else None
+            )
+        acc.finish(choice.finish_reason)
 
 
 def bench_blackboard(n: int) -> list[tuple[str, str]]:

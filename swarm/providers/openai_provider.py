@@ -6,7 +6,9 @@ without an API key no Authorization header is sent, which local servers accept.
 Request bodies are built from per-message JSON cached across the turns of a conversation
 and sent through the client's lower-level `post` (the SDK's own auth, base URL, headers,
 errors, response types and streaming): `chat.completions.create` re-transforms the whole
-history on every call, which made its CPU per call grow with the conversation.
+history on every call, which made its CPU per call grow with the conversation. The stream's
+chunks are read as the JSON the server sent (the SDK's `cast_to=object`): building a typed
+`ChatCompletionChunk` per chunk cost more CPU than the rest of the call.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from swarm.providers.base import (
     TRANSPORT_ERRORS,
@@ -36,7 +38,7 @@ from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSp
 
 OPENAI_API_HOST = "api.openai.com"
 MaxTokensParam = Literal["max_completion_tokens", "max_tokens"]
-CHUNK_STREAM = openai.AsyncStream[ChatCompletionChunk]
+CHUNK_STREAM = openai.AsyncStream[object]  # each chunk as the decoded JSON
 
 
 def default_max_tokens_param(base_url: str | None) -> MaxTokensParam:
@@ -172,30 +174,34 @@ class OpenAIProvider:
         return b"".join(parts)
 
 
-def add_chunk(acc: ChatAccumulator, chunk: ChatCompletionChunk) -> None:
-    if chunk.model and not acc.model:
-        acc.model = chunk.model
-    if chunk.usage is not None:
-        u = chunk.usage
-        details = u.prompt_tokens_details
+def add_chunk(acc: ChatAccumulator, chunk: Any) -> None:
+    """One streamed chunk, as the decoded JSON (or an SDK object, read the same way)."""
+    if not isinstance(chunk, dict):
+        chunk = chunk.model_dump() if hasattr(chunk, "model_dump") else dict(chunk)
+    if chunk.get("model") and not acc.model:
+        acc.model = chunk["model"]
+    u = chunk.get("usage")
+    if u:
+        details = u.get("prompt_tokens_details") or {}
         acc.usage = chat_usage(
-            u.prompt_tokens or 0,
-            u.completion_tokens or 0,
-            (details.cached_tokens or 0) if details else 0,
-            (details.cache_write_tokens or 0) if details else 0,
+            u.get("prompt_tokens") or 0,
+            u.get("completion_tokens") or 0,
+            details.get("cached_tokens") or 0,
+            details.get("cache_write_tokens") or 0,
         )
-    for choice in chunk.choices:
-        if choice.index != 0:
+    for choice in chunk.get("choices") or ():
+        if choice.get("index", 0) != 0:
             continue
-        delta = choice.delta
-        acc.add_text(delta.content)
-        acc.add_refusal(getattr(delta, "refusal", None))
-        for tc in delta.tool_calls or []:
-            fn = tc.function
+        delta = choice.get("delta") or {}
+        acc.add_text(delta.get("content"))
+        acc.add_refusal(delta.get("refusal"))
+        for tc in delta.get("tool_calls") or ():
+            fn = tc.get("function") or {}
             # Some compatible servers omit `index` and send each call whole.
-            index = tc.index if isinstance(tc.index, int) else len(acc.slots)
-            acc.add_tool_delta(index, tc.id, fn.name if fn else None, fn.arguments if fn else None)
-        acc.finish(choice.finish_reason)
+            index = tc.get("index")
+            index = index if isinstance(index, int) else len(acc.slots)
+            acc.add_tool_delta(index, tc.get("id"), fn.get("name"), fn.get("arguments"))
+        acc.finish(choice.get("finish_reason"))
 
 
 def provider_error(

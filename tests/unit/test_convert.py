@@ -386,35 +386,62 @@ async def test_transcript_started_on_mistral_continues_on_anthropic(
     assert second.text == "Both read."
 
 
-def test_openai_chunks_without_index_are_separate_calls() -> None:
+def _openai_chunk(n: int, name: str) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "model": "llama",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [{"id": f"c{n}", "function": {"name": name, "arguments": "{}"}}]
+                },
+                "finish_reason": "tool_calls" if n else None,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["decoded-json", "sdk-object"])
+def test_openai_chunks_without_index_are_separate_calls(typed: bool) -> None:
     from openai.types.chat import ChatCompletionChunk
 
     from swarm.providers.openai_provider import add_chunk
 
     acc = ChatAccumulator()
     for n, name in enumerate(["read", "grep"]):
-        chunk = ChatCompletionChunk.construct(  # as the SDK builds it: unvalidated
-            id="x",
-            model="llama",
-            object="chat.completion.chunk",
-            created=0,
-            choices=[
-                {
-                    "index": 0,
-                    "delta": {
-                        "tool_calls": [
-                            {"id": f"c{n}", "function": {"name": name, "arguments": "{}"}}
-                        ]
-                    },
-                    "finish_reason": "tool_calls" if n else None,
-                }
-            ],
-        )
-        add_chunk(acc, chunk)
+        raw = _openai_chunk(n, name)
+        add_chunk(acc, ChatCompletionChunk.construct(**raw) if typed else raw)
     assert [(c.id, c.name) for c in acc.response("m").message.tool_calls] == [
         ("c0", "read"),
         ("c1", "grep"),
     ]
+
+
+def test_openai_chunk_usage_counts_cached_tokens() -> None:
+    from swarm.providers.openai_provider import add_chunk
+
+    acc = ChatAccumulator()
+    add_chunk(acc, {"model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]})
+    add_chunk(acc, {"choices": [{"index": 1, "delta": {"content": "other choice"}}]})
+    add_chunk(acc, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    add_chunk(
+        acc,
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 100,
+                "completion_tokens": 7,
+                "prompt_tokens_details": {"cached_tokens": 60},
+            },
+        },
+    )
+    resp = acc.response("m")
+    assert resp.message.text == "hi"
+    assert (resp.usage.input_tokens, resp.usage.cache_read_tokens) == (40, 60)
+    assert resp.usage.output_tokens == 7
 
 
 def test_mistral_whole_calls_with_the_same_index_stay_apart() -> None:
