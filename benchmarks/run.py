@@ -449,9 +449,10 @@ def main() -> None:
     args = parser.parse_args()
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, redis_fsync, swarm_cpu
+    from benchmarks import context_cache, redis_fsync, redis_trips, swarm_cpu
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
+    NOTES[redis_trips.TITLE] = redis_trips.NOTE
     files = 30 if args.quick else 60
     NOTES[context_cache.TITLE] = context_cache.note(files)
     agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
@@ -460,6 +461,7 @@ def main() -> None:
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
+        redis_trips.TITLE: redis_trips.rows(15),
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),

@@ -7,11 +7,18 @@ import contextlib
 import functools
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
-from swarm.blackboard.limits import Budget, BudgetExhausted, RateLimiter, Reservation
+from swarm.blackboard.limits import (
+    Budget,
+    BudgetExhausted,
+    RateLimiter,
+    RateSlot,
+    Reservation,
+)
 from swarm.config import AgentInstance
 from swarm.context import (
     COMPACT_PROMPT,
@@ -45,7 +52,7 @@ from swarm.providers.types import (
 )
 from swarm.secrets import redact, secret_values
 from swarm.tools.base import Tool, ToolContext, ToolOutput
-from swarm.tools.swarm_tools import SWARM_TOOLS, SwarmHandle
+from swarm.tools.swarm_tools import SWARM_TOOLS, ReadInbox, SwarmHandle
 from swarm.workspace.tasks import TaskWorkspaces
 
 
@@ -75,16 +82,26 @@ class SwarmInfo:
 
 
 class BoardState:
-    """Per-agent tool state (read hashes, todos) kept on the blackboard."""
+    """Per-agent tool state (read hashes, todos) kept on the blackboard. Writes wait for
+    the turn's store (lua.STORE_TURN writes them with the tool results, in the same round
+    trip): tool state changes with the turn that made them, or not at all."""
 
     def __init__(self, board: Blackboard, agent: str):
         self.board, self.agent = board, agent
+        self.pending: dict[str, str] = {}
 
     async def get(self, key: str) -> str | None:
+        if key in self.pending:
+            return self.pending[key]
         return await self.board.state_get(self.agent, key)
 
     async def set(self, key: str, value: str) -> None:
-        await self.board.state_set(self.agent, key, value)
+        self.pending[key] = value
+
+    def take(self) -> dict[str, str]:
+        """The writes since the last store, for this one."""
+        pending, self.pending = self.pending, {}
+        return pending
 
 
 class BoardLocks:
@@ -107,6 +124,11 @@ class HandedBack(Exception):
 
 
 AUTH_STATUS = (401, 403)
+INBOX_SHOWN = 20  # unread inbox messages shown with a turn's tool results, at most
+# The inbox read with a model turn's store stands in for reading it again after the tools
+# ran when they took less than this; a message sent during a longer command is shown with
+# its result.
+INBOX_FRESH_S = 0.25
 # Events after which an idle agent looks for work again: a task's status changed, tasks
 # were added or revived, a merge landed or gave up, the run ended or went on.
 WAKE_EVENTS = frozenset(
@@ -197,6 +219,11 @@ class AgentLoop:
         self._files: list[str] = []  # files its write/edit calls named
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
+        self._ahead: RateSlot | None = None  # the next request's place, asked for ahead
+        self._rate_done: list[str] | None = None  # its end, for the turn's store
+        # the unread inbox, read with the model turn's store (None: not read)
+        self._inbox_peeked: list[dict[str, Any]] | None = None
+        self._inbox_peeked_at = 0.0
         self.workspaces = workspaces  # worktree runs: a git worktree per task
         self.hub = hub  # the agent's MCP servers, re-rooted in each task's worktree
         self.budget = Budget(board.r, board.run_id, swarm.max_usd, swarm.max_tokens)
@@ -300,6 +327,8 @@ class AgentLoop:
     async def work(self, task_id: str) -> None:
         self._task_id = task_id
         self.handle.task_id = task_id
+        if isinstance(self.ctx.state, BoardState):
+            self.ctx.state.take()  # writes of a turn that was never stored (a lost lease)
         self.handle.failed_reason = None
         task = await self.board.task(task_id)
         if task is None:  # claimed a moment ago, so it exists; never crash the agent on it
@@ -407,12 +436,17 @@ class AgentLoop:
         """Store messages of the current task's session (fenced and exactly once); a
         session held by another now raises LeaseLost."""
         dumped = [m.model_dump() for m in messages]
-        res = await self.board.record_turn(
+        kw.setdefault("rate_done", self._take_rate_done())  # a request ended since the last
+        if isinstance(self.ctx.state, BoardState):
+            kw.setdefault("state", self.ctx.state.take())
+        res, peeked = await self.board.record_turn_and_peek(
             self.agent.name, task_id, dumped, token=self._token, expected=self._stored, **kw
         )
         if res <= 0:
             raise LeaseLost(task_id)
         self._stored += len(dumped)
+        self._inbox_peeked = peeked
+        self._inbox_peeked_at = time.monotonic()
 
     async def _enter_workspace(self, task: TaskView) -> None:
         if self.workspaces is None:
@@ -641,6 +675,7 @@ class AgentLoop:
         name = self.agent.name
         chars = self._fixed_chars + sum(msg_chars(m) for m in messages)
         est_in, est_out = self.meter.tokens(chars), self.info.max_output_tokens
+        ahead = self.limiter.new_slot(est_in) if self.limiter is not None else None
         try:
             reservation = await self.budget.reserve(
                 name,
@@ -650,7 +685,9 @@ class AgentLoop:
                     self.swarm.pricing,
                 ),
                 est_in + est_out,
+                slot=ahead,
             )
+            self._ahead = ahead  # its rate-limit place, asked for in the same round trip
         except BudgetExhausted as exc:
             await self.board.release(task_id, name, exc.reason, self._token)
             raise HandedBack(exc.reason) from None
@@ -675,6 +712,10 @@ class AgentLoop:
         u = resp.usage
         self.meter.observe(chars, u.input_tokens + u.cache_read_tokens + u.cache_creation_tokens)
         return resp, attempts, reservation
+
+    def _take_rate_done(self) -> list[str] | None:
+        done, self._rate_done = self._rate_done, None
+        return done
 
     def _usage_fields(self, resp: ModelResponse, attempts: int) -> dict[str, float]:
         fields = usage_fields(self.agent.model, resp.usage, self.swarm.pricing)
@@ -712,7 +753,11 @@ class AgentLoop:
         }
         if resp.stop_reason == "context_exceeded":  # the window filled up mid-reply
             await self._store(
-                task.id, [], usage=usage, settle=reservation, events=[("model_turn", event)]
+                task.id,
+                [],
+                usage=usage,
+                settle=reservation,
+                events=[("model_turn", event)],
             )
             return None
         note = self._nudge(resp)
@@ -731,6 +776,8 @@ class AgentLoop:
             set_task_fields={"ctx_ratio": round(self.meter.tokens_per_char, 6)},
             settle=reservation,
             events=events,
+            # the tool results shown next carry the unread inbox: read it in this trip
+            peek_inbox=INBOX_SHOWN if note is None and resp.message.tool_calls else 0,
         )
         self._files += [f for f in files_written([resp.message]) if f not in self._files]
         return resp, note
@@ -738,7 +785,9 @@ class AgentLoop:
     async def _with_inbox(self, message: Message) -> tuple[Message, int]:
         """``message`` with the agent's unread inbox added (shown to the model unasked);
         the count is removed from the inbox when the message is stored."""
-        unread = await self.board.peek_inbox(self.agent.name)
+        unread, self._inbox_peeked = self._inbox_peeked, None
+        if unread is None or time.monotonic() - self._inbox_peeked_at > INBOX_FRESH_S:
+            unread = await self.board.peek_inbox(self.agent.name, INBOX_SHOWN)
         text, count = inbox_block(unread)
         if not count:
             return message, 0
@@ -748,6 +797,8 @@ class AgentLoop:
         """Run a turn's tool calls (read-only ones at the same time) and store their
         results, cut to the turn's share of the context window, with any unread inbox."""
         outs = await self._run_calls(calls)
+        if any(c.name == ReadInbox.name for c in calls):  # the inbox read ahead is gone
+            self._inbox_peeked = None
         texts = [redact(out.text, self._secrets) for out in outs]  # a command may print a key
         cap = min(
             self.swarm.max_turn_tool_chars,
@@ -847,14 +898,16 @@ class AgentLoop:
 
     async def _request(self, messages: list[Message], est_tokens: int) -> ModelResponse:
         """One attempt: wait for the credential's shared rate limit, then call the model."""
-        slot = (
-            self.limiter.slot(est_tokens)
+        ahead, self._ahead = self._ahead, None  # a retry asks for a place of its own
+        self._rate_done = None
+        slot: contextlib.AbstractAsyncContextManager[RateSlot | None] = (
+            self.limiter.slot(est_tokens, ahead=ahead)
             if self.limiter is not None  # with no limits set, it still honours a block
-            else contextlib.nullcontext(0.0)
+            else contextlib.nullcontext(None)
         )
         try:
-            async with slot:
-                return await self.provider.complete(
+            async with slot as held:
+                resp = await self.provider.complete(
                     model=self.model,
                     system=self.system,
                     messages=messages,
@@ -862,6 +915,9 @@ class AgentLoop:
                     max_tokens=self.info.max_output_tokens,
                     options=self.info.options,
                 )
+                if held is not None:  # the turn's store ends its place, in the same trip
+                    self._rate_done = held.done_in_store()
+                return resp
         except ProviderError as exc:
             if exc.status == 429 and self.limiter is not None:
                 await self.limiter.block_for(exc.retry_after_s or 1.0)

@@ -480,13 +480,55 @@ class Blackboard:
         token: str = "",
         expected: int = -1,
         inbox_read: int = 0,
+        rate_done: list[str] | None = None,
+        state: dict[str, str] | None = None,
     ) -> int:
+        res, _ = await self.record_turn_and_peek(
+            agent,
+            task_id,
+            messages,
+            usage=usage,
+            agent_fields=agent_fields,
+            events=events,
+            settle=settle,
+            clear_task_fields=clear_task_fields,
+            set_task_fields=set_task_fields,
+            token=token,
+            expected=expected,
+            inbox_read=inbox_read,
+            rate_done=rate_done,
+            state=state,
+        )
+        return res
+
+    async def record_turn_and_peek(
+        self,
+        agent: str,
+        task_id: str,
+        messages: list[dict[str, Any]],
+        usage: dict[str, float] | None = None,
+        agent_fields: dict[str, Any] | None = None,
+        events: list[tuple[str, dict[str, Any]]] | None = None,
+        settle: Reservation | None = None,
+        clear_task_fields: tuple[str, ...] = (),
+        set_task_fields: dict[str, Any] | None = None,
+        token: str = "",
+        expected: int = -1,
+        inbox_read: int = 0,
+        peek_inbox: int = 0,
+        rate_done: list[str] | None = None,
+        state: dict[str, str] | None = None,
+    ) -> tuple[int, list[dict[str, Any]] | None]:
         """Store one turn at once: its messages, usage, agent state, events, and the
         settling of its budget reservation (lua.STORE_TURN). With ``token`` only the
         lease's holder stores messages; with ``expected`` (the session's length before
         this turn) a retry stores nothing twice; ``inbox_read`` inbox messages (the oldest,
-        shown to the model in these messages) are removed with them. Returns 1 stored, 2 already stored,
-        0 not the holder (usage is recorded anyway), -1 the session is not as expected."""
+        shown to the model in these messages) are removed with them; with ``peek_inbox`` the
+        oldest unread ones come back, left in place (None: not stored, nothing peeked);
+        ``rate_done`` (RateSlot.done_in_store) ends the request's rate-limit place;
+        ``state``: the agent's tool state written in the turn (stored with it, if stored).
+        Returns 1 stored, 2 already stored, 0 not the holder (usage is recorded anyway), -1
+        the session is not as expected."""
         ints: dict[str, str] = {}
         floats: dict[str, str] = {}
         for f, v in (usage or {}).items():
@@ -504,7 +546,12 @@ class Blackboard:
             "clear": list(clear_task_fields),
             "set": {k: str(v) for k, v in (set_task_fields or {}).items()},
             "inbox": inbox_read,
+            "peek": peek_inbox,
         }
+        if rate_done:
+            payload["rate"] = rate_done
+        if state:
+            payload["state"] = state
         args: list[str | int] = [
             self.k.prefix,
             task_id,
@@ -513,7 +560,10 @@ class Blackboard:
             expected,
             json.dumps(payload),
         ]
-        return int(await self._store_turn(args=args))
+        res = await self._store_turn(args=args)
+        if isinstance(res, list):
+            return int(res[0]), [json.loads(m) for m in res[1]]
+        return int(res), None
 
     async def record_usage(self, agent: str, task_id: str, usage: dict[str, float]) -> None:
         """Count usage spent outside a stored turn (an attempt that failed after the

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.blackboard import lua
@@ -44,10 +45,17 @@ class Budget:
         self._reserve = r.register_script(lua.RESERVE)
 
     async def reserve(
-        self, holder: str, est_usd: float, est_tokens: int, wait_s: float = 0.05
+        self,
+        holder: str,
+        est_usd: float,
+        est_tokens: int,
+        wait_s: float = 0.05,
+        slot: RateSlot | None = None,
     ) -> Reservation:
         """Reserve room for one request; waits while requests in flight may free room.
-        Raises BudgetExhausted when the budget is spent or the run no longer runs."""
+        With ``slot``, the request's rate-limit place is asked for in the same round trip
+        (``slot.admitted`` says whether it got one). Raises BudgetExhausted when the
+        budget is spent or the run no longer runs."""
         while True:
             res = await self._reserve(
                 args=[
@@ -58,10 +66,13 @@ class Budget:
                     str(est_tokens),
                     holder,
                     str(RESERVATION_TTL_MS),
+                    "" if slot is None else json.dumps(slot.acquire_request()),
                 ]
             )
             kind = res[0]
             if kind == "ok":
+                if slot is not None:
+                    slot.admitted = len(res) > 1 and int(res[1]) <= 0
                 return Reservation(holder, est_usd, est_tokens)
             if kind == "budget":
                 raise BudgetExhausted("budget", res[1])
@@ -79,6 +90,44 @@ def credential_id(provider: str, api_key: str, base_url: str | None) -> str:
     """A stable, non-secret id for a credential: a short hash, never the key."""
     digest = hashlib.sha256(f"{provider}\0{base_url or ''}\0{api_key}".encode()).hexdigest()
     return f"{provider}:{digest[:16]}"
+
+
+@dataclass
+class RateSlot:
+    """One request's place in its credential's rate-limit window."""
+
+    limiter: RateLimiter
+    tokens: int
+    inflight_s: float = 600.0
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
+    admitted: bool = False  # it holds its place (asked for with the budget reservation)
+    deferred: bool = False  # its end is recorded by the turn's store (done_fields)
+    waited: float = 0.0  # seconds waited for the place
+
+    @property
+    def member(self) -> str:
+        return f"{self.id}:{self.tokens}"
+
+    def acquire_request(self) -> dict[str, list[str | int]]:
+        """lua.RATE_ACQUIRE's keys and arguments."""
+        lim = self.limiter
+        return {
+            "keys": [lim.window_key, lim.blocked_key],
+            "args": [
+                lim.window_ms,
+                "" if lim.max_requests is None else lim.max_requests,
+                "" if lim.max_tokens is None else lim.max_tokens,
+                self.tokens,
+                self.id,
+                int(self.inflight_s * 1000),
+            ],
+        }
+
+    def done_in_store(self) -> list[str] | None:
+        """Hand the end of the request to the turn's store (lua.STORE_TURN's ``rate``),
+        one round trip fewer; None: nothing to record (no limits, no place held)."""
+        self.deferred = True
+        return [self.limiter.window_key, self.member] if self.limiter.enabled else None
 
 
 class RateLimiter:
@@ -107,35 +156,31 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.max_requests is not None or self.max_tokens is not None
 
+    def new_slot(self, tokens: int, inflight_s: float = 600.0) -> RateSlot:
+        return RateSlot(self, tokens, inflight_s)
+
     @contextlib.asynccontextmanager
-    async def slot(self, tokens: int, inflight_s: float = 600.0) -> AsyncIterator[float]:
-        """Hold a place for one request of about `tokens` tokens while it runs; yields the
-        seconds waited for it. The place counts until one window after the request ends."""
-        member = secrets.token_hex(6)
-        waited = 0.0
-        while True:
-            wait_ms = int(
-                await self._acquire(
-                    keys=[self.window_key, self.blocked_key],
-                    args=[
-                        self.window_ms,
-                        "" if self.max_requests is None else self.max_requests,
-                        "" if self.max_tokens is None else self.max_tokens,
-                        tokens,
-                        member,
-                        int(inflight_s * 1000),
-                    ],
-                )
-            )
+    async def slot(
+        self, tokens: int, inflight_s: float = 600.0, ahead: RateSlot | None = None
+    ) -> AsyncIterator[RateSlot]:
+        """Hold a place for one request of about `tokens` tokens while it runs (``ahead``:
+        one asked for already, used if it was admitted). The place counts until one
+        window after the request ends. Without limits, only a 429's block is waited out
+        (and no place is held, so other runs' limits on the credential do not see it)."""
+        slot = ahead if ahead is not None and ahead.admitted else self.new_slot(tokens, inflight_s)
+        while not slot.admitted:
+            wait_ms = int(await self._acquire(**slot.acquire_request()))
             if wait_ms <= 0:
+                slot.admitted = True
                 break
             delay = wait_ms / 1000 + 0.001
-            waited += delay
+            slot.waited += delay
             await asyncio.sleep(delay)
         try:
-            yield waited
+            yield slot
         finally:
-            await self._done(keys=[self.window_key], args=[f"{member}:{tokens}"])
+            if self.enabled and not slot.deferred:
+                await self._done(keys=[self.window_key], args=[slot.member])
 
     async def block_for(self, seconds: float) -> None:
         """After a 429: nobody on this credential sends before `seconds` from now."""

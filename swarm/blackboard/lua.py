@@ -199,12 +199,65 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Sliding-window rate limit per credential. A request counts from when it is admitted
+# until `window` after it finished (its entry's score is its finish time; while in flight
+# the score is a provisional deadline in the future), so however long a request takes to
+# reach the server, no window on the server's side sees more than the limit.
+# KEYS[1] = the entries zset (member "id:tokens"), KEYS[2] = the 'blocked until' key.
+# ARGV: window_ms, max_requests ('' = none), max_tokens ('' = none), tokens, id, inflight_ms
+# -> 0 (admitted) or milliseconds to wait. Without limits only a 429's block is checked.
+RATE_ACQUIRE_FN = r"""
+local function rate_acquire(KEYS, ARGV)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local window = tonumber(ARGV[1])
+  local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if blocked > now then return blocked - now end
+  if ARGV[2] == '' and ARGV[3] == '' then return 0 end  -- no limits: no place to hold
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  local count = #entries / 2
+  local function wait_for(i)  -- until entry i (1-based pair index) leaves the window
+    local score = tonumber(entries[2 * i])
+    if score > now then return 25 end  -- still in flight: look again soon
+    return math.max(1, score + window - now)
+  end
+  if ARGV[2] ~= '' and count >= tonumber(ARGV[2]) then return wait_for(1) end
+  if ARGV[3] ~= '' and count > 0 then
+    local limit, want, used = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+    for i = 1, count do used = used + tonumber(string.match(entries[2 * i - 1], ':(%d+)$')) end
+    if used + want > limit then
+      local freed = 0
+      for i = 1, count do
+        freed = freed + tonumber(string.match(entries[2 * i - 1], ':(%d+)$'))
+        if used - freed + want <= limit then return wait_for(i) end
+      end
+      return wait_for(count)
+    end
+  end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), ARGV[5] .. ':' .. ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window + tonumber(ARGV[6]) + 1000)
+  return 0
+end
+"""
+RATE_ACQUIRE = RATE_ACQUIRE_FN + "return rate_acquire(KEYS, ARGV)\n"
+
+# KEYS[1] = the entries zset; ARGV: member -> the request finished now.
+RATE_DONE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+"""
+
 # Budget reservation, before each model request. KEYS: none.
 # ARGV: prefix, max_usd ('' = none), max_tokens ('' = none), est_usd, est_tokens, holder,
-# ttl_ms (how long the reservation holds at most)
-# -> {'ok'} | {'budget', reason} | {'stopped', state}
+# ttl_ms (how long the reservation holds at most), the request's rate-limit slot ('' =
+# none; else JSON {keys, args} of RATE_ACQUIRE: asked for in the same round trip)
+# -> {'ok'} | {'ok', slot's wait ms (0: admitted)} | {'budget', reason} | {'stopped', state}
+#    | {'wait', reason}
 RESERVE = (
     COMMON
+    + RATE_ACQUIRE_FN
     + r"""
 local state = redis.call('HGET', p .. ':meta', 'state')
 if state and state ~= 'running' then return {'stopped', state} end
@@ -252,55 +305,13 @@ if reason then
   return {'budget', reason}
 end
 redis.call('HSET', budget, ARGV[6], ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. (now + tonumber(ARGV[7])))
+if ARGV[8] and ARGV[8] ~= '' then
+  local slot = cjson.decode(ARGV[8])
+  return {'ok', tostring(rate_acquire(slot.keys, slot.args))}
+end
 return {'ok'}
 """
 )
-
-# Sliding-window rate limit per credential. A request counts from when it is admitted
-# until `window` after it finished (its entry's score is its finish time; while in flight
-# the score is a provisional deadline in the future), so however long a request takes to
-# reach the server, no window on the server's side sees more than the limit.
-# KEYS[1] = the entries zset (member "id:tokens"), KEYS[2] = the 'blocked until' key.
-# ARGV: window_ms, max_requests ('' = none), max_tokens ('' = none), tokens, id, inflight_ms
-# -> 0 (admitted) or milliseconds to wait.
-RATE_ACQUIRE = r"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
-if blocked > now then return blocked - now end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local count = #entries / 2
-local function wait_for(i)  -- until entry i (1-based pair index) leaves the window
-  local score = tonumber(entries[2 * i])
-  if score > now then return 25 end  -- still in flight: look again soon
-  return math.max(1, score + window - now)
-end
-if ARGV[2] ~= '' and count >= tonumber(ARGV[2]) then return wait_for(1) end
-if ARGV[3] ~= '' and count > 0 then
-  local limit, want, used = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
-  for i = 1, count do used = used + tonumber(string.match(entries[2 * i - 1], ':(%d+)$')) end
-  if used + want > limit then
-    local freed = 0
-    for i = 1, count do
-      freed = freed + tonumber(string.match(entries[2 * i - 1], ':(%d+)$'))
-      if used - freed + want <= limit then return wait_for(i) end
-    end
-    return wait_for(count)
-  end
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), ARGV[5] .. ':' .. ARGV[4])
-redis.call('PEXPIRE', KEYS[1], window + tonumber(ARGV[6]) + 1000)
-return 0
-"""
-
-# KEYS[1] = the entries zset; ARGV: member -> the request finished now.
-RATE_DONE = r"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
-"""
 
 # ARGV: prefix, task, agent, reason, token -> 1 released back to ready (the attempt is
 # not counted)
@@ -410,6 +421,9 @@ local k = p .. ':task:' .. id
 local skey = p .. ':session:' .. id
 local len = redis.call('LLEN', skey)
 local msgs = t.messages or {}
+if t.rate then  -- the turn's request finished: its rate-limit place counts from now
+  redis.call('ZADD', t.rate[1], 'XX', now_ms(), t.rate[2])
+end
 if expected >= 0 and len ~= expected then
   if len == expected + #msgs and #msgs > 0 and redis.call('LINDEX', skey, -1) == msgs[#msgs] then
     return 2
@@ -433,10 +447,14 @@ if #msgs > 0 then redis.call('RPUSH', skey, unpack(msgs)) end
 for _, f in ipairs(t.clear or {}) do redis.call('HDEL', k, f) end
 for f, v in pairs(t.set or {}) do redis.call('HSET', k, f, v) end
 for f, v in pairs(t.agent or {}) do redis.call('HSET', p .. ':agent:' .. me, f, v) end
+for f, v in pairs(t.state or {}) do redis.call('HSET', p .. ':state:' .. me, f, v) end
 if t.inbox and t.inbox > 0 then  -- messages shown to the model in this turn are read now
   redis.call('LTRIM', p .. ':inbox:' .. me, t.inbox, -1)
 end
 for _, e in ipairs(t.events or {}) do emit(e[1], id, me, e[2]) end
+if t.peek and t.peek > 0 then  -- the oldest unread inbox messages, left in place
+  return {1, redis.call('LRANGE', p .. ':inbox:' .. me, 0, t.peek - 1)}
+end
 return 1
 """
 )

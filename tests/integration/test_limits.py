@@ -48,10 +48,56 @@ async def test_rate_limit_is_shared_and_never_exceeded(board: Blackboard) -> Non
 
 async def test_token_limit(board: Blackboard) -> None:
     lim = RateLimiter(board.r, f"test:{secrets.token_hex(4)}", None, 100, 0.3)
-    async with lim.slot(60) as waited:
-        assert waited == 0
-    async with lim.slot(60) as waited:  # 120 > 100 in one window: waits for the first
-        assert waited > 0.1
+    async with lim.slot(60) as slot:
+        assert slot.waited == 0
+    async with lim.slot(60) as slot:  # 120 > 100 in one window: waits for the first
+        assert slot.waited > 0.1
+
+
+async def test_a_place_asked_for_with_the_reservation_is_held_once(board: Blackboard) -> None:
+    """The budget reservation asks for the request's rate-limit place in the same round
+    trip; the request then uses it (no second acquire), and the turn's store ends it."""
+    await board.init_run({"name": "t"}, [])
+    lim = RateLimiter(board.r, f"test:{secrets.token_hex(4)}", 2, None, 60)
+    budget = Budget(board.r, board.run_id, max_usd=None, max_tokens=None)
+    ahead = lim.new_slot(10)
+    reservation = await budget.reserve("a", 0.0, 10, slot=ahead)
+    assert ahead.admitted
+    async with lim.slot(10, ahead=ahead) as held:
+        assert held is ahead
+        done = held.done_in_store()
+    entries = await board.r.zrange(lim.window_key, 0, -1, withscores=True)
+    assert [m for m, _ in entries] == [ahead.member]  # one place: not asked for twice
+    in_flight = entries[0][1]
+    await board.record_turn("a", "t1", [], settle=reservation, rate_done=done)
+    ((member, ended),) = await board.r.zrange(lim.window_key, 0, -1, withscores=True)
+    assert member == ahead.member and ended < in_flight  # counts from its end now
+    # the limit of 2 holds across both routes: one more fits, the third waits
+    second = lim.new_slot(10)
+    await budget.reserve("b", 0.0, 10, slot=second)
+    assert second.admitted
+    third = lim.new_slot(10)
+    await budget.reserve("c", 0.0, 10, slot=third)
+    assert not third.admitted  # reserved, but its request must wait for a place
+
+
+async def test_without_limits_no_place_is_held_but_a_429_block_is(board: Blackboard) -> None:
+    await board.init_run({"name": "t"}, [])
+    cred = f"test:{secrets.token_hex(4)}"
+    lim = RateLimiter(board.r, cred, None, None, 60)
+    budget = Budget(board.r, board.run_id, max_usd=None, max_tokens=None)
+    ahead = lim.new_slot(10)
+    await budget.reserve("a", 0.0, 10, slot=ahead)
+    assert ahead.admitted and ahead.done_in_store() is None
+    assert await board.r.exists(lim.window_key) == 0
+    await lim.block_for(0.3)
+    blocked = lim.new_slot(10)
+    await budget.reserve("b", 0.0, 10, slot=blocked)
+    assert not blocked.admitted
+    start = time.monotonic()
+    async with lim.slot(10, ahead=blocked) as held:
+        assert held.waited > 0.1
+    assert time.monotonic() - start >= 0.25
 
 
 async def test_a_429_blocks_every_agent_on_the_credential(board: Blackboard) -> None:
