@@ -41,6 +41,7 @@ from swarm.providers.convert import (
     TranscriptCaches,
     wire_json,
 )
+from swarm.providers.http import tls_context
 from swarm.providers.types import (
     Block,
     Message,
@@ -167,7 +168,11 @@ class AnthropicProvider:
 
     def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 600.0):
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
         )
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
         self._tools = ToolsCache(anthropic_tools)

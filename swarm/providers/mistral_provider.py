@@ -25,6 +25,7 @@ from swarm.providers.convert import (
     normalize_tool_ids,
     to_chat_messages,
 )
+from swarm.providers.http import tls_context
 from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), retry_connection_errors=False)
@@ -34,7 +35,9 @@ class MistralProvider:
     name = "mistral"
 
     def __init__(self, api_key: str | None, base_url: str | None = None, timeout_s: float = 600.0):
-        self._http = httpx2.AsyncClient(follow_redirects=True, timeout=timeout_s)
+        self._http = httpx2.AsyncClient(
+            follow_redirects=True, timeout=timeout_s, verify=tls_context()
+        )
         self.client = Mistral(
             api_key=api_key or None,
             server_url=base_url,

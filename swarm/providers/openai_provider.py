@@ -34,6 +34,7 @@ from swarm.providers.convert import (
     chat_usage,
     wire_json,
 )
+from swarm.providers.http import tls_context
 from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 OPENAI_API_HOST = "api.openai.com"
@@ -74,6 +75,7 @@ class OpenAIProvider:
             max_retries=0,
             timeout=timeout_s,
             default_headers=default_headers,
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
         )
         # What `chat.completions.create` passes to `post`: bearer auth, our extra headers.
         self._options: openai.RequestOptions = {"security": {"bearer_auth": True}}
