@@ -54,13 +54,14 @@ class Findings:
     has_docs: bool = False
 
 
-_OPTIONAL_PATH = {
-    "path": {
-        "type": "string",
-        "required": False,
-        "description": "a file or directory (default: all of it)",
+def _path_param() -> dict[str, Any]:
+    return {
+        "path": {
+            "type": "string",
+            "required": False,
+            "description": "a file or directory (default: all of it)",
+        }
     }
-}
 
 
 def _python(repo: Path, found: Findings) -> None:
@@ -90,7 +91,7 @@ def _python(repo: Path, found: Findings) -> None:
             "Run the test suite with pytest (or one file or directory of it)",
             "python3 -m pytest -q {path}",
             "test",
-            dict(_OPTIONAL_PATH),
+            _path_param(),
             timeout_s=600,
             gate="python3 -m pytest -q",
         )
@@ -104,13 +105,13 @@ def _python(repo: Path, found: Findings) -> None:
         )
     if "ruff" in tool or (repo / "ruff.toml").is_file() or (repo / ".ruff.toml").is_file():
         found.commands["ruff_check"] = Command(
-            "Lint with ruff", "ruff check {path}", "lint", dict(_OPTIONAL_PATH)
+            "Lint with ruff", "ruff check {path}", "lint", _path_param()
         )
         found.commands["ruff_format_check"] = Command(
             "Check the formatting with ruff (changes nothing)",
             "ruff format --check {path}",
             "lint",
-            dict(_OPTIONAL_PATH),
+            _path_param(),
         )
     if "mypy" in tool or (repo / "mypy.ini").is_file():
         packages = sorted(
@@ -317,7 +318,8 @@ def render_config(repo: Path, found: Findings) -> str:
             "        description: " + _q("Update the README and docs/ to match the change."),
         ]
     if later:
-        lines += ['  - name: "Phase 2: Test and document"', "    tasks:", *later]
+        what = " and ".join(w for w, r in (("Test", "test"), ("document", "doc")) if r in roles)
+        lines += [f'  - name: "Phase 2: {what.capitalize()}"', "    tasks:", *later]
     return "\n".join(lines) + "\n"
 
 
