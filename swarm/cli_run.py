@@ -101,14 +101,18 @@ def _when(ms: int) -> str:
 @session_app.command("list")
 def session_list(
     run: Annotated[str | None, typer.Option("--run", help="only this run's sessions")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="at most this many (0: all)")] = 50,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", help="at most this many (0: all; default 50, all of a --run)"),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
     """Sessions, most recently updated first (from the sessions index, not a scan)."""
     from swarm.sessions import list_sessions
 
     try:
-        rows = asyncio.run(_with_redis(lambda r: list_sessions(r, run, limit)))
+        n = limit if limit is not None else (0 if run else 50)
+        rows = asyncio.run(_with_redis(lambda r: list_sessions(r, run, n)))
     except SwarmError as exc:
         _fail(exc)
     if json_out:

@@ -9,6 +9,8 @@ so a second run changes nothing and says so."""
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import re
 import tomllib
@@ -114,16 +116,31 @@ def _python(repo: Path, found: Findings) -> None:
             _path_param(),
         )
     if "mypy" in tool or (repo / "mypy.ini").is_file():
-        packages = sorted(
-            p.name
-            for p in repo.iterdir()
-            if p.is_dir() and (p / "__init__.py").is_file() and p.name not in ("tests", "test")
-        )
+        packages = _packages(repo, tool)
         found.commands["mypy"] = Command(
             "Type-check with mypy",
             "python3 -m mypy " + (" ".join(packages) or "."),
             "lint",
         )
+
+
+def _packages(repo: Path, tool: dict[str, Any]) -> list[str]:
+    """The repository's own top-level packages: those setuptools is told to include, or
+    every folder with an __init__.py but the tests."""
+    found = sorted(
+        p.name
+        for p in repo.iterdir()
+        if p.is_dir() and (p / "__init__.py").is_file() and p.name not in ("tests", "test")
+    )
+    setuptools = tool.get("setuptools", {})
+    listed = setuptools.get("packages")
+    include = listed.get("find", {}).get("include") if isinstance(listed, dict) else None
+    if isinstance(listed, list):
+        include = listed
+    if isinstance(include, list) and include:
+        chosen = [p for p in found if any(fnmatch.fnmatch(p, str(g)) for g in include)]
+        return chosen or found
+    return found
 
 
 def _node(repo: Path, found: Findings) -> None:
@@ -255,8 +272,23 @@ def roles_for(found: Findings) -> list[tuple[str, str]]:
 
 
 def _name(repo: Path) -> str:
-    name = re.sub(r"[^a-z0-9]+", "-", repo.name.lower()).strip("-")
-    return name or "swarm"
+    """The project's own name (pyproject, package.json, Cargo.toml, go.mod), else the
+    folder's, as a config name ([a-z0-9-]+)."""
+    candidates: list[str] = []
+    with contextlib.suppress(Exception):
+        candidates.append(tomllib.loads(_read(repo / "pyproject.toml"))["project"]["name"])
+    with contextlib.suppress(Exception):
+        candidates.append(json.loads(_read(repo / "package.json"))["name"].split("/")[-1])
+    with contextlib.suppress(Exception):
+        candidates.append(tomllib.loads(_read(repo / "Cargo.toml"))["package"]["name"])
+    module = re.search(r"^module\s+(\S+)", _read(repo / "go.mod"), re.M)
+    if module:
+        candidates.append(module.group(1).rstrip("/").split("/")[-1])
+    for raw in [*candidates, repo.name]:
+        name = re.sub(r"[^a-z0-9]+", "-", str(raw).lower()).strip("-")
+        if name:
+            return name
+    return "swarm"
 
 
 def _q(text: str) -> str:
@@ -269,7 +301,7 @@ def render_config(repo: Path, found: Findings) -> str:
     tests = [name for name, c in found.commands.items() if c.kind == "test"]
     gate = next((c.gate for c in found.commands.values() if c.gate), "")
     lines = [
-        f"# Written by `swarm init` for {repo.name} ({', '.join(found.kinds) or 'no build files found'}).",
+        f"# Written by `swarm init` for {_name(repo)} ({', '.join(found.kinds) or 'no build files found'}).",
         "# Edit the goal and the tasks, then: swarm validate configs/swarm.yaml",
         "#                                   swarm launch configs/swarm.yaml",
         f"name: {_name(repo)}",
