@@ -160,8 +160,9 @@ class SessionPrinter:
             )
             return
         why = task.error if task is not None and task.error else reason
+        shown = status if status in ("completed", "failed") else state
         self.err.print(
-            f"session {sid}: {status or state}{' (' + why + ')' if why and code else ''} · "
+            f"session {sid}: {shown}{' (' + why + ')' if why and code else ''} · "
             f"{u['turns']} turns · {u['input_tokens']:,} in / {u['output_tokens']:,} out · "
             f"${u['usd']:.4f}",
             style="dim",
