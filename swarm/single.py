@@ -260,7 +260,10 @@ async def _continue(
         reopen = board.r.register_script(REOPEN)
         token = await reopen(args=[board.k.prefix, task_id, agent.name, _lease_ms(plan), turns])
         if token is None:
-            raise BadInput(f"SESSION: task {task_id} of run {board.run_id} is being worked")
+            raise BadInput(
+                f"SESSION: task {task_id} of run {board.run_id} is being worked (or its process "
+                f"died less than lease_s ({plan.loaded.config.lease_s:g} s) ago: try again then)"
+            )
         await _set_running(board)
         res = await board.record_turn(
             agent.name,
@@ -331,6 +334,15 @@ async def _host(
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
+    except BaseException as exc:  # e.g. an MCP server that does not start: nothing is kept
+        follow.cancel()
+        renew.cancel()
+        reason = f"could not start the agent: {type(exc).__name__}: {exc}"[:300]
+        with contextlib.suppress(Exception):
+            await board.release(task_id, spec.agent.name, reason, token)
+            await board.set_state("interrupted", reason)
+            await board.drop_coordinator(holder["token"])
+        raise
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):

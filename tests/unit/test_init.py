@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from swarm.cli import app
 from swarm.init import detect
-from swarm.paths import DATA_DIR
+from swarm.paths import DATA_DIR, resolve_config
 from swarm.tools.commands import load_commands
 
 runner = CliRunner()
@@ -180,7 +180,7 @@ def test_empty_repository_and_bad_input(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "package.json: not valid JSON" in out.output
 
 
-def test_this_repository_is_set_up(project_root: Path) -> None:
+def test_this_repository_is_set_up(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The committed configs/swarm.yaml, agents/ and tools/commands.yaml are what
     `swarm init` writes for swarm itself, and a config named configs/mesh10.yaml still
     means the shipped one from the checkout's root."""
@@ -194,3 +194,6 @@ def test_this_repository_is_set_up(project_root: Path) -> None:
     assert valid.exit_code == 0, valid.output
     shipped = {p.name for p in (DATA_DIR / "configs").iterdir()}
     assert not shipped & {p.name for p in (project_root / "configs").iterdir()}
+    monkeypatch.chdir(project_root)
+    for name in shipped:
+        assert resolve_config(Path("configs") / name) == DATA_DIR / "configs" / name
