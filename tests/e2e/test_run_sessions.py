@@ -283,3 +283,32 @@ def test_swarm_task_session_continued_by_hand(tmp_path: Path, redis_handle: Redi
             "a": "completed",
             "b": "completed",
         }
+
+
+def test_bad_input_and_budget_exit_codes(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    (tmp_path / "fresh").mkdir()
+    script = StubScript.model_validate({"conversations": [{"turns": [{"text": "never sent"}]}]})
+    with StubServer(script) as stub:
+        env = _env(stub, redis_handle.url)
+        none_yet = swarm(tmp_path, env, "run", "go on", "--continue", "--repo", "fresh")
+        assert none_yet.returncode == 2 and "no `swarm run` session" in none_yet.stderr
+        both = swarm(tmp_path, env, "run", "x", "--continue", "--session", "a/b")
+        assert both.returncode == 2 and "--continue and --session" in both.stderr
+        model = swarm(tmp_path, env, "run", "x", "--model", "nobody/x", "--repo", "fresh")
+        assert model.returncode == 2 and "--model" in model.stderr
+        broke = swarm(
+            tmp_path,
+            env,
+            "run",
+            "x",
+            "--repo",
+            "fresh",
+            "--max-usd",
+            "0.000001",
+            "--format",
+            "json",
+        )
+        assert broke.returncode == 3, broke.stdout + broke.stderr
+        result = ndjson(broke.stdout)[-1]
+        assert result["state"] == "budget" and "max_usd" in result["error"]
+        assert stub.requests.snapshot() == []  # refused before anything was sent
