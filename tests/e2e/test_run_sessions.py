@@ -312,3 +312,29 @@ def test_bad_input_and_budget_exit_codes(tmp_path: Path, redis_handle: RedisHand
         result = ndjson(broke.stdout)[-1]
         assert result["state"] == "budget" and "max_usd" in result["error"]
         assert stub.requests.snapshot() == []  # refused before anything was sent
+
+
+def test_run_never_starts_ray(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    (tmp_path / "repo").mkdir()
+    code = (
+        "import sys\n"
+        "from swarm.cli import app\n"
+        "try:\n"
+        "    app(['run', 'say hi', '--repo', 'repo'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+        "print('no ray')\n"
+    )
+    script = StubScript.model_validate({"conversations": [{"turns": [{"text": "hi"}]}]})
+    with StubServer(script) as stub:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=_env(stub, redis_handle.url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "no ray" and "hi" in out.stdout
