@@ -121,21 +121,14 @@ def session_list(
     if not rows:
         print('no sessions yet; start one with swarm run "PROMPT"')
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("session", "kind", "status", "agent", "messages", "updated", "task", box=None)
+    # plain columns: a session id is what one copies, so it is never cut short
+    width = max(len(row.id) for row in rows)
+    print(f"{'session':<{width}}  kind   status     agent         msgs  updated              task")
     for row in rows:
-        table.add_row(
-            row.id,
-            row.kind,
-            row.status,
-            row.agent,
-            str(row.messages),
-            _when(row.updated_ms),
-            row.title[:60],
+        print(
+            f"{row.id:<{width}}  {row.kind:<5}  {row.status:<9}  {row.agent[:12]:<12}  "
+            f"{row.messages:>4}  {_when(row.updated_ms)}  {row.title[:60]}"
         )
-    Console(highlight=False).print(table)
 
 
 @session_app.command("show")
