@@ -273,7 +273,8 @@ async def _continue(
             expected=len(stored),
             events=[("session_continued", {"by": "swarm run"})],
         )
-        if res <= 0:
+        stored_code = res[0] if isinstance(res, tuple) else res  # (code, peeked) on newer boards
+        if stored_code <= 0:
             raise BadInput(f"SESSION: {sid} changed while it was being continued; try again")
         if (await board.meta()).get("kind") == KIND_RUN:
             await remember_last(board.r, str(repo), sid)
