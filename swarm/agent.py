@@ -251,6 +251,7 @@ class AgentLoop:
         self._last_status: tuple[Any, ...] | None = None
         self._outage = False  # a request failed after every retry, none has succeeded since
         self._last_provider_error = ""
+        self._by_hand = False  # work_claimed: the session goes on from a person's message
         from swarm.progress import ProgressTracker
 
         self.progress = ProgressTracker(swarm.no_progress_turns)
@@ -302,6 +303,17 @@ class AgentLoop:
                 await self.set_status("idle", waiting_for="")
             await self._wait_for_work(last, min(self.swarm.lease_ms // 2, 5000))
         await self.set_status("done", waiting_for="")
+
+    async def work_claimed(self, task_id: str, token: str) -> None:
+        """Work one task this agent already holds (``token``: its claim's fencing token):
+        how `swarm run` hosts the loop in-process, for one task."""
+        await self.budget.release(self.agent.name)
+        self._token = token
+        self._by_hand = True  # a person's new message follows any earlier task_fail
+        try:
+            await self.work(task_id)
+        finally:
+            self._by_hand = False
 
     async def _wait_for_work(self, last: str, block_ms: int) -> None:
         """Sleep until an event that can make a task claimable (or end the run) arrives,
@@ -512,7 +524,7 @@ class AgentLoop:
         if last.role == "assistant" and not last.tool_calls:  # finished before a crash
             await self._finish(task, last.text)
             return
-        gave_up = _last_task_fail(convo.messages)
+        gave_up = None if self._by_hand else _last_task_fail(convo.messages)
         if gave_up is not None:  # called task_fail, then the process died
             await self.board.fail(task.id, name, gave_up, self._token)
             return

@@ -645,6 +645,13 @@ def stub_serve(
         _fail(exc)
 
 
+from swarm import cli_init, cli_run  # noqa: E402  (their commands, registered here)
+
+app.command("run")(cli_run.run)
+app.add_typer(cli_run.session_app, name="session")
+app.command("init")(cli_init.init)
+
+
 def main() -> None:
     try:
         app()

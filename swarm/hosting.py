@@ -207,6 +207,28 @@ class AgentActor:
 LOCAL_RAY_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 
 
+# A local Ray starts three Python helpers the swarm never uses: the dashboard's API server
+# (which ray.init waits for: 0.6-1.4 s of a cold start here), the autoscaler's monitor and
+# the log monitor (actor output is not sent to the driver: log_to_driver=False). Each
+# costs ~60 MB and idle CPU for the whole run. Ray has no option for them in ray.init, so
+# a local start skips them by name; a Ray without these methods starts as it would.
+LOCAL_RAY_SKIPPED = ("start_api_server", "start_monitor", "start_log_monitor")
+
+
+def _skip_unused_ray_helpers() -> None:
+    try:
+        from ray._private.node import Node
+    except ImportError:
+        return
+    for name in LOCAL_RAY_SKIPPED:
+        if callable(getattr(Node, name, None)):
+            setattr(Node, name, _skipped)
+
+
+def _skipped(self: Any, *args: Any, **kwargs: Any) -> None:
+    self._webui_url = None  # read by ray.init's context when the API server is skipped
+
+
 def start_ray() -> None:
     import ray
 
@@ -222,6 +244,7 @@ def start_ray() -> None:
         configure_logging=True,
     )
     if address is None:
+        _skip_unused_ray_helpers()
         kwargs.update(
             num_cpus=max(os.cpu_count() or 2, 2),
             object_store_memory=80 * 1024**2,

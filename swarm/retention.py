@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.blackboard.keys import RUNS, Keys
+from swarm.blackboard.keys import RUNS, SESSIONS, Keys
 
 
 @dataclass
@@ -41,6 +41,7 @@ async def collect(r: Any, older_than_s: float, keep: int, dry_run: bool = False)
         if dry_run:
             continue
         prefix = Keys(run_id).prefix
+        tasks = await r.lrange(Keys(run_id).tasks, 0, -1)
         batch: list[str] = []
         async for key in r.scan_iter(match=f"{prefix}:*", count=1000):
             batch.append(key)
@@ -50,4 +51,6 @@ async def collect(r: Any, older_than_s: float, keep: int, dry_run: bool = False)
         if batch:
             report.keys += await r.delete(*batch)
         await r.zrem(RUNS, run_id)
+        if tasks:  # its sessions leave the sessions index with it
+            await r.zrem(SESSIONS, *[f"{run_id}/{t}" for t in tasks])
     return report

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.blackboard import lua
-from swarm.blackboard.keys import RUNS, SCHEMA, Keys
+from swarm.blackboard.keys import RUNS, SCHEMA, SESSIONS, Keys
 from swarm.blackboard.limits import Reservation
 from swarm.errors import SwarmError
 
@@ -547,6 +547,8 @@ class Blackboard:
             "set": {k: str(v) for k, v in (set_task_fields or {}).items()},
             "inbox": inbox_read,
             "peek": peek_inbox,
+            "index": SESSIONS,
+            "sid": f"{self.run_id}/{task_id}",
         }
         if rate_done:
             payload["rate"] = rate_done

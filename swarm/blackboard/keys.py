@@ -4,6 +4,7 @@ from __future__ import annotations
 
 SCHEMA = "swarm:v1"
 RUNS = f"{SCHEMA}:runs"  # zset run_id -> created (epoch s)
+SESSIONS = f"{SCHEMA}:sessions"  # zset "RUN/TASK" -> last stored message (epoch ms)
 
 
 class Keys:

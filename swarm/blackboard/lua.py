@@ -443,7 +443,12 @@ if t.ints and t.ints.turns then  -- a model request succeeded: no provider outag
   redis.call('HDEL', p .. ':meta', 'provider_failing_since', 'provider_error')
 end
 if not mine then return 0 end
-if #msgs > 0 then redis.call('RPUSH', skey, unpack(msgs)) end
+if #msgs > 0 then
+  redis.call('RPUSH', skey, unpack(msgs))
+  -- the sessions index (swarm.sessions): every session by its last update, so listing
+  -- thousands of them is one ZREVRANGE, not a scan
+  if t.index and t.index ~= '' then redis.call('ZADD', t.index, now_ms(), t.sid) end
+end
 for _, f in ipairs(t.clear or {}) do redis.call('HDEL', k, f) end
 for f, v in pairs(t.set or {}) do redis.call('HSET', k, f, v) end
 for f, v in pairs(t.agent or {}) do redis.call('HSET', p .. ':agent:' .. me, f, v) end

@@ -27,7 +27,10 @@ def repair(messages: list[Message]) -> list[Message]:
             ]
             answers = [b for b in blocks if isinstance(b, ToolResult)]
             blocks = answers + missing + [b for b in blocks if not isinstance(b, ToolResult)]
-            if blocks:
+            if blocks and out and out[-1].role == "user":  # two user turns in a row (a
+                # message added after stored tool results, e.g. `swarm run --session`)
+                out[-1] = Message(role="user", content=[*out[-1].content, *blocks])
+            elif blocks:
                 out.append(Message(role="user", content=blocks))
             continue
         if out and out[-1].role == "assistant":  # two assistant turns in a row
