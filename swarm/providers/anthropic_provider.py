@@ -1,17 +1,16 @@
 """Anthropic Messages API through the official `anthropic` SDK (streaming, tools).
 
 Request bodies are built from per-message JSON cached across the turns of a conversation
-and sent through the client's lower-level `post`, then read by the SDK's own message
-stream (auth, base URL, headers, errors, response types as with `messages.stream`, which
-walks and serializes the whole history again on every call). One difference: with
-OpenTelemetry tracing configured, the SDK's span of the call lacks the attributes it
+and sent through the client's lower-level `post` (auth, base URL, headers, errors as with
+`messages.stream`, which walks and serializes the whole history again on every call); the
+stream's events are read as decoded JSON and put together by `anthropic_stream`. One
+difference: with OpenTelemetry tracing configured, the SDK's span of the call lacks the attributes it
 reads off a request body given as a dict (model, max_tokens; in content mode the
 messages); the response side is recorded as before.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -25,14 +24,12 @@ from anthropic.lib._stainless_helpers import (
     STAINLESS_STREAM_HELPER_HEADER,
 )
 from anthropic.lib._tracing import messages_create_request_attributes
-from anthropic.lib.streaming import AsyncMessageStreamManager
-from anthropic.types import RawMessageStreamEvent
 
+from swarm.providers.anthropic_stream import STOP_REASONS, MessageAccumulator
 from swarm.providers.base import (
     TRANSPORT_ERRORS,
     ProviderError,
     classify_status,
-    estimate_tokens,
     retry_after_from_headers,
 )
 from swarm.providers.convert import (
@@ -48,7 +45,6 @@ from swarm.providers.types import (
     ModelResponse,
     RedactedThinkingBlock,
     RequestOptions,
-    StopReason,
     TextBlock,
     ThinkingBlock,
     ToolCall,
@@ -56,16 +52,6 @@ from swarm.providers.types import (
     ToolSpec,
     Usage,
 )
-
-STOP_REASONS: dict[str, StopReason] = {
-    "end_turn": "end_turn",
-    "stop_sequence": "end_turn",
-    "tool_use": "tool_use",
-    "max_tokens": "max_tokens",
-    "refusal": "refusal",
-    "pause_turn": "pause",
-    "model_context_window_exceeded": "context_exceeded",
-}
 
 
 def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
@@ -160,7 +146,7 @@ _STREAM_OPTIONS = make_request_options(
     span_route="/v1/messages",
     span_attributes=messages_create_request_attributes,
 )
-_EVENT_STREAM = anthropic.AsyncStream[RawMessageStreamEvent]
+_EVENT_STREAM = anthropic.AsyncStream[object]  # each event as the decoded JSON
 
 
 class AnthropicProvider:
@@ -208,9 +194,9 @@ class AnthropicProvider:
             max_tokens=max_tokens,
             options=options,
         )
-        stream: Any = None  # once open, what it saw: message_start carries the input usage
+        acc = MessageAccumulator()  # once open, what it saw: message_start has the input usage
         try:
-            request = self.client.post(
+            stream = await self.client.post(
                 "/v1/messages",
                 content=body,
                 cast_to=anthropic.types.Message,
@@ -218,12 +204,9 @@ class AnthropicProvider:
                 stream=True,
                 stream_cls=_EVENT_STREAM,
             )
-            async with AsyncMessageStreamManager(request) as stream:
-                final: anthropic.types.Message | None
-                try:
-                    final = await stream.get_final_message()
-                except AssertionError:  # no message_start: the body held no events at all
-                    final = None  # (a JSON answer, an empty stream); under -O: None as well
+            async with stream:
+                async for event in stream:
+                    acc.add(event)
         except anthropic.APIStatusError as exc:
             if exc.status_code == 200:  # an `event: error` in the middle of the stream
                 kind = _error_type(exc)
@@ -231,7 +214,7 @@ class AnthropicProvider:
                     f"anthropic: stream error ({kind}): {_error_text(exc)}",
                     retryable=kind in ("overloaded_error", "api_error", "rate_limit_error", ""),
                     provider=self.name,
-                    usage=partial_usage(stream),
+                    usage=acc.partial_usage(),
                 ) from None
             raise ProviderError(
                 f"anthropic: HTTP {exc.status_code}: {_error_text(exc)}",
@@ -245,30 +228,30 @@ class AnthropicProvider:
                 f"anthropic: connection error: {exc}",
                 retryable=True,
                 provider=self.name,
-                usage=partial_usage(stream),
+                usage=acc.partial_usage(),
             ) from None
         except anthropic.APIError as exc:  # error event in the middle of a stream
             raise ProviderError(
                 f"anthropic: stream error: {exc}",
                 retryable=True,
                 provider=self.name,
-                usage=partial_usage(stream),
+                usage=acc.partial_usage(),
             ) from None
         except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
             raise ProviderError(
                 f"anthropic: connection lost during the response: {type(exc).__name__}",
                 retryable=True,
                 provider=self.name,
-                usage=partial_usage(stream),
+                usage=acc.partial_usage(),
             ) from None
-        if final is None or final.stop_reason is None:  # ended before message_delta / stop
+        if not acc.complete:  # ended before message_start, or before message_delta
             raise ProviderError(
                 "anthropic: the response stream ended before the turn was complete",
                 retryable=True,
                 provider=self.name,
-                usage=partial_usage(stream),
+                usage=acc.partial_usage(),
             )
-        return from_anthropic(final)
+        return acc.response()
 
     def request_body(
         self,
@@ -326,36 +309,6 @@ def _options_json(options: RequestOptions | None, has_tools: bool) -> bytes:
     if options.parallel_tool_calls is False and has_tools:
         out += b',"tool_choice":{"type":"auto","disable_parallel_tool_use":true}'
     return out
-
-
-def partial_usage(stream: Any) -> Usage | None:
-    """What an attempt that broke after the stream opened cost: message_start's usage (the
-    input, cache reads and writes, exactly) and the output so far — the larger of the
-    count the stream reported and an estimate from the content received (4 characters a
-    token). None if no message_start arrived (nothing known to be processed)."""
-    if stream is None:
-        return None
-    try:
-        snapshot = stream.current_message_snapshot
-    except AssertionError:  # no message_start yet
-        return None
-    if snapshot is None:
-        return None
-    chars = 0
-    for block in snapshot.content:
-        if block.type == "text":
-            chars += len(block.text)
-        elif block.type == "tool_use":
-            chars += len(json.dumps(block.input)) + len(block.name)
-        elif block.type == "thinking":
-            chars += len(block.thinking)
-    u = snapshot.usage
-    return Usage(
-        input_tokens=u.input_tokens or 0,
-        output_tokens=max(u.output_tokens or 0, estimate_tokens(chars)),
-        cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
-        cache_creation_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
-    )
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:
