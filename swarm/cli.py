@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from swarm.cli_auth import auth_app
 from swarm.errors import BadInput, SwarmError
 from swarm.secrets import redact, secret_values
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 stub_app = typer.Typer(help="The local scripted LLM server.", no_args_is_help=True)
 app.add_typer(stub_app, name="stub")
+app.add_typer(auth_app, name="auth")
 err = Console(stderr=True)
 
 

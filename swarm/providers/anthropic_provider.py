@@ -165,9 +165,21 @@ _EVENT_STREAM = anthropic.AsyncStream[RawMessageStreamEvent]
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout_s: float = 600.0,
+        auth_token: str | None = None,  # an OAuth bearer token instead of a key
+        default_headers: Mapping[str, str] | None = None,
+    ):
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+            api_key=api_key,
+            auth_token=auth_token,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            default_headers=default_headers,
         )
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
         self._tools = ToolsCache(anthropic_tools)
