@@ -239,8 +239,9 @@ def list_(
     if not rows:
         print(f"no stored credentials ({store.where})")
         return
-    table = Table("provider", "kind", "value", "expires", "stored in", box=None)
+    print(f"stored in {store.where}:")  # one store at a time: said once
+    table = Table("provider", "kind", "value", "expires", box=None)
     for r in rows:
         name = r["provider"] + (f" (overridden by {r['shadowed_by']})" if r["shadowed_by"] else "")
-        table.add_row(name, r["kind"], r["masked"], r["expires"], r["where"])
+        table.add_row(name, r["kind"], r["masked"], r["expires"])
     Console().print(table, highlight=False)

@@ -1,0 +1,74 @@
+"""`swarm auth` driven as a subprocess: keys from --key-env and stdin (never argv),
+a masked listing, logout; nothing prints a key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+KEY_A = "sk-ant-cli-test-abcdefghijklmnopqrstuvwxyz"
+KEY_O = "sk-openai-cli-test-0123456789ABCDEFGHIJ"
+
+
+def swarm(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(env or {})}
+    full.pop("ANTHROPIC_API_KEY", None)
+    full.pop("OPENAI_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "swarm.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
+    )
+
+
+def test_login_list_logout_without_showing_a_key() -> None:
+    out = swarm("auth", "login", "anthropic", "--key-env", "MY_ANTHROPIC", env={"MY_ANTHROPIC": KEY_A})
+    assert out.returncode == 0, out.stderr
+    out2 = swarm("auth", "login", "openai", stdin=KEY_O + "\n")  # stdin is not a terminal
+    assert out2.returncode == 0, out2.stderr
+    auth = Path(os.environ["XDG_CONFIG_HOME"]) / "swarm" / "auth.json"
+    assert (auth.stat().st_mode & 0o777) == 0o600
+    listing = swarm("auth", "list")
+    assert listing.returncode == 0
+    text = listing.stdout
+    assert "anthropic" in text and "openai" in text and "api_key" in text and str(auth) in text
+    assert KEY_A[:4] + "…" + KEY_A[-4:] in text
+    rows = {r["provider"]: r for r in json.loads(swarm("auth", "list", "--json").stdout)}
+    assert rows["openai"]["masked"] == KEY_O[:4] + "…" + KEY_O[-4:]
+    models = swarm("models", "--json")
+    by = {r["provider"]: r for r in json.loads(models.stdout)}
+    assert by["anthropic"]["key_source"].startswith("stored (api_key, file ")
+    gone = swarm("auth", "logout", "openai")
+    assert gone.returncode == 0 and "removed" in gone.stdout
+    again = swarm("auth", "logout", "openai")
+    assert again.returncode == 0 and "no stored credential" in again.stdout
+    assert set(json.loads(swarm("auth", "list", "--json").stdout)[0]) >= {"provider", "kind", "masked"}
+    assert [r["provider"] for r in json.loads(swarm("auth", "list", "--json").stdout)] == ["anthropic"]
+    for p in (out, out2, listing, models, gone, again):
+        assert KEY_A not in p.stdout + p.stderr and KEY_O not in p.stdout + p.stderr
+
+
+def test_bad_input_exits_2_and_names_it() -> None:
+    unset = swarm("auth", "login", "openai", "--key-env", "NOT_SET_ANYWHERE")
+    assert unset.returncode == 2 and "--key-env: NOT_SET_ANYWHERE is not set" in unset.stderr
+    empty = swarm("auth", "login", "openai", stdin="")
+    assert empty.returncode == 2 and "no key given" in empty.stderr
+    unknown = swarm("auth", "login", "nope", stdin="x" * 30)
+    assert unknown.returncode == 2 and "unknown provider 'nope'" in unknown.stderr
+    no_client = swarm("auth", "login", "anthropic", "--oauth", stdin="")
+    assert no_client.returncode == 2 and "providers.anthropic.oauth: set client_id" in no_client.stderr
+
+
+def test_a_world_readable_store_is_refused_by_the_cli() -> None:
+    assert swarm("auth", "login", "openai", stdin=KEY_O).returncode == 0
+    auth = Path(os.environ["XDG_CONFIG_HOME"]) / "swarm" / "auth.json"
+    auth.chmod(0o644)
+    out = swarm("auth", "list")
+    assert out.returncode == 2 and str(auth) in out.stderr and "chmod 600" in out.stderr
+    assert KEY_O not in out.stdout + out.stderr
