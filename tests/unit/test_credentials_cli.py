@@ -13,7 +13,9 @@ KEY_A = "sk-ant-cli-test-abcdefghijklmnopqrstuvwxyz"
 KEY_O = "sk-openai-cli-test-0123456789ABCDEFGHIJ"
 
 
-def swarm(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def swarm(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **(env or {})}
     full.pop("ANTHROPIC_API_KEY", None)
     full.pop("OPENAI_API_KEY", None)
@@ -28,7 +30,9 @@ def swarm(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> sub
 
 
 def test_login_list_logout_without_showing_a_key() -> None:
-    out = swarm("auth", "login", "anthropic", "--key-env", "MY_ANTHROPIC", env={"MY_ANTHROPIC": KEY_A})
+    out = swarm(
+        "auth", "login", "anthropic", "--key-env", "MY_ANTHROPIC", env={"MY_ANTHROPIC": KEY_A}
+    )
     assert out.returncode == 0, out.stderr
     out2 = swarm("auth", "login", "openai", stdin=KEY_O + "\n")  # stdin is not a terminal
     assert out2.returncode == 0, out2.stderr
@@ -48,8 +52,14 @@ def test_login_list_logout_without_showing_a_key() -> None:
     assert gone.returncode == 0 and "removed" in gone.stdout
     again = swarm("auth", "logout", "openai")
     assert again.returncode == 0 and "no stored credential" in again.stdout
-    assert set(json.loads(swarm("auth", "list", "--json").stdout)[0]) >= {"provider", "kind", "masked"}
-    assert [r["provider"] for r in json.loads(swarm("auth", "list", "--json").stdout)] == ["anthropic"]
+    assert set(json.loads(swarm("auth", "list", "--json").stdout)[0]) >= {
+        "provider",
+        "kind",
+        "masked",
+    }
+    assert [r["provider"] for r in json.loads(swarm("auth", "list", "--json").stdout)] == [
+        "anthropic"
+    ]
     for p in (out, out2, listing, models, gone, again):
         assert KEY_A not in p.stdout + p.stderr and KEY_O not in p.stdout + p.stderr
 
@@ -62,7 +72,9 @@ def test_bad_input_exits_2_and_names_it() -> None:
     unknown = swarm("auth", "login", "nope", stdin="x" * 30)
     assert unknown.returncode == 2 and "unknown provider 'nope'" in unknown.stderr
     no_client = swarm("auth", "login", "anthropic", "--oauth", stdin="")
-    assert no_client.returncode == 2 and "providers.anthropic.oauth: set client_id" in no_client.stderr
+    assert (
+        no_client.returncode == 2 and "providers.anthropic.oauth: set client_id" in no_client.stderr
+    )
 
 
 def test_a_world_readable_store_is_refused_by_the_cli() -> None:
