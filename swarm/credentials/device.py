@@ -55,7 +55,10 @@ def device_login(
                 start.get("verification_uri") or start.get("verification_url") or ""
             ),
             expires_in=float(start.get("expires_in") or 900),
-            interval=max(float(start.get("interval") or 5), 0.0),
+            # RFC 8628 3.2: 5 seconds when the server names no interval
+            interval=max(
+                float(start["interval"]) if start.get("interval") is not None else 5.0, 0.0
+            ),
         )
         show(code)
         deadline = clock() + code.expires_in

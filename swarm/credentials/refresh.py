@@ -35,6 +35,7 @@ class TokenSource:
         self.provider = provider
         self.store = store or open_store()
         self.margin_s = margin_s
+        self._last: Credential | None = None  # what this source last read or renewed
 
     def _usable(self, cred: Credential | None, rejected: str | None) -> str | None:
         if cred is None or not cred.access_token or cred.access_token == rejected:
@@ -54,16 +55,23 @@ class TokenSource:
     def token(self, rejected: str | None = None) -> str:
         """``rejected``: the token the provider just refused (a 401): a different one in
         the store is used, the same one is renewed."""
-        token = self._usable(self.store.get(self.provider), rejected)
+        if rejected is None:  # still good: no store read per request (a keyring is slow)
+            token = self._usable(self._last, None)
+            if token:
+                return token
+        self._last = self.store.get(self.provider)
+        token = self._usable(self._last, rejected)
         if token:
             return token
         with self.store.lock():
             cred = self.current()  # inside the lock: another process may have renewed it
+            self._last = cred
             token = self._usable(cred, rejected)
             if token:
                 return token
             fresh = self._renew(cred)
             self.store.put(self.provider, fresh)  # stored before anything uses it
+            self._last = fresh
             log.info("%s: access token renewed", self.provider)
             assert fresh.access_token
             return fresh.access_token

@@ -398,3 +398,27 @@ def test_state_is_random_per_login(fake: FakeAuthServer) -> None:
     a, b = PkceLogin("anthropic", pkce_settings(fake)), PkceLogin("anthropic", pkce_settings(fake))
     assert a.state != b.state and a.verifier != b.verifier and len(a.verifier) >= 43
     assert FakeState is not None
+
+
+def test_a_rejected_token_takes_another_process_newer_one_without_a_refresh(
+    fake: FakeAuthServer,
+) -> None:
+    old = _store_expiring(fake, expires_in=3600)
+    source = TokenSource("anthropic")
+    assert source.token() == old.access_token
+    newer = fake.state.issue()  # another process renewed and stored its token
+    open_store().put(
+        "anthropic",
+        old.model_copy(
+            update={"access_token": newer["access_token"], "refresh_token": newer["refresh_token"]}
+        ),
+    )
+    assert source.token() == old.access_token  # still valid as far as this process knows
+    assert source.token(rejected=old.access_token) == newer["access_token"]  # the 401 path
+    assert fake.state.refresh_requests == 0
+    # the rejected token is the newest: renewed
+    assert source.token(rejected=newer["access_token"]) not in (
+        old.access_token,
+        newer["access_token"],
+    )
+    assert fake.state.refresh_requests == 1 and fake.state.reused_refresh == []
