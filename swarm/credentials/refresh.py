@@ -40,9 +40,20 @@ class TokenSource:
     def _usable(self, cred: Credential | None, rejected: str | None) -> str | None:
         if cred is None or not cred.access_token or cred.access_token == rejected:
             return None
-        if cred.expires_at is not None and cred.expires_at - self.margin_s <= time.time():
+        if cred.expires_at is not None and cred.expires_at - self._margin(cred) <= time.time():
             return None
         return cred.access_token
+
+    def _margin(self, cred: Credential) -> float:
+        """``margin_s``, but at most half the token's lifetime: a token that lives two
+        minutes is not renewed on every request."""
+        assert cred.expires_at is not None
+        lifetime = cred.expires_at - cred.updated_at
+        return min(self.margin_s, lifetime / 2) if lifetime > 0 else self.margin_s
+
+    def cached(self) -> str | None:
+        """The token this source last saw, if still good (no I/O)."""
+        return self._usable(self._last, None)
 
     def current(self) -> Credential:
         cred = self.store.get(self.provider)
@@ -55,10 +66,8 @@ class TokenSource:
     def token(self, rejected: str | None = None) -> str:
         """``rejected``: the token the provider just refused (a 401): a different one in
         the store is used, the same one is renewed."""
-        if rejected is None:  # still good: no store read per request (a keyring is slow)
-            token = self._usable(self._last, None)
-            if token:
-                return token
+        if rejected is None and (token := self.cached()):  # no store read per request
+            return token
         self._last = self.store.get(self.provider)
         token = self._usable(self._last, rejected)
         if token:
@@ -77,7 +86,9 @@ class TokenSource:
             return fresh.access_token
 
     async def atoken(self, rejected: str | None = None) -> str:
-        return await asyncio.to_thread(self.token, rejected)
+        if rejected is None and (token := self.cached()):
+            return token
+        return await asyncio.to_thread(self.token, rejected)  # file lock, HTTP: off the loop
 
     def _renew(self, cred: Credential) -> Credential:
         from swarm.credentials.device import copilot_exchange

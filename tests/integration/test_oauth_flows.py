@@ -158,9 +158,21 @@ def test_a_fresh_token_is_not_refreshed_and_margin_counts(fake: FakeAuthServer) 
     cred = _store_expiring(fake, expires_in=3600)
     assert TokenSource("anthropic").token() == cred.access_token
     assert fake.state.refresh_requests == 0
-    # inside the margin: renewed ahead of expiry
-    assert TokenSource("anthropic", margin_s=4000).token() != cred.access_token
-    assert fake.state.refresh_requests == 1
+    # an hour-long token issued 58 minutes ago: inside the 5-minute margin, renewed ahead
+    open_store().put(
+        "anthropic",
+        cred.model_copy(update={"expires_at": time.time() + 120, "updated_at": time.time() - 3480}),
+    )
+    renewed = TokenSource("anthropic").token()
+    assert renewed != cred.access_token and fake.state.refresh_requests == 1
+    # a token that lives 2 minutes in all: the margin is half of that, not 5 minutes
+    short = open_store().get("anthropic")
+    assert short is not None
+    now = time.time()
+    open_store().put(
+        "anthropic", short.model_copy(update={"expires_at": now + 120, "updated_at": now})
+    )
+    assert TokenSource("anthropic").token() == renewed and fake.state.refresh_requests == 1
 
 
 def test_invalid_grant_keeps_the_credential(
@@ -301,8 +313,14 @@ def test_copilot_token_exchanged_when_needed_and_renewed_before_expiry(
     assert TokenSource("copilot").token() == first and fake.state.copilot_requests == 1
     stored = open_store().get("copilot")
     assert stored is not None and stored.api_base == f"{fake.url}/copilot-api"
-    # within the margin of its expiry: a new one
-    second = TokenSource("copilot", margin_s=fake.state.copilot_ttl_s + 60).token()
+    # a minute before it expires (within the margin): a new one
+    open_store().put(
+        "copilot",
+        stored.model_copy(
+            update={"expires_at": time.time() + 60, "updated_at": time.time() - 1440}
+        ),
+    )
+    second = TokenSource("copilot").token()
     assert second != first and fake.state.copilot_requests == 2
 
 
