@@ -84,3 +84,54 @@ def test_a_world_readable_store_is_refused_by_the_cli() -> None:
     out = swarm("auth", "list")
     assert out.returncode == 2 and str(auth) in out.stderr and "chmod 600" in out.stderr
     assert KEY_O not in out.stdout + out.stderr
+
+
+def test_cli_uses_the_keyring_when_it_has_a_backend(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    env = {
+        "SWARM_CREDENTIAL_STORE": "auto",
+        "PYTHON_KEYRING_BACKEND": "tests.authfakes.keyring_backend.JsonFileKeyring",
+        "SWARM_TEST_KEYRING": str(ring),
+    }
+    out = swarm("auth", "login", "openai", stdin=KEY_O, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "keyring (tests.authfakes.keyring_backend.JsonFileKeyring)" in out.stdout
+    assert not (Path(os.environ["XDG_CONFIG_HOME"]) / "swarm" / "auth.json").exists()
+    assert KEY_O in ring.read_text()  # in the keyring, where the file store is not
+    rows = json.loads(swarm("auth", "list", "--json", env=env).stdout)
+    assert [r["provider"] for r in rows] == ["openai"] and "keyring" in rows[0]["where"]
+    assert swarm("auth", "logout", "openai", env=env).returncode == 0
+    assert KEY_O not in ring.read_text()
+
+
+def test_two_processes_logging_in_to_the_keyring_at_once_both_kept(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SWARM_CREDENTIAL_STORE": "auto",
+        "PYTHON_KEYRING_BACKEND": "tests.authfakes.keyring_backend.JsonFileKeyring",
+        "SWARM_TEST_KEYRING": str(tmp_path / "ring.json"),
+    }
+    code = (
+        "import sys, time\n"
+        "from swarm.credentials import Credential, open_store\n"
+        "s = open_store()\n"
+        "while time.time() < float(sys.argv[2]): time.sleep(0.005)\n"
+        "for i in range(15):\n"
+        "    s.put(f'{sys.argv[1]}-{i}', Credential(kind='api_key', key='k' * 24))\n"
+    )
+    import time
+
+    go = str(time.time() + 2.0)  # both start writing at the same moment
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, name, go], env=env) for name in ("one", "two")
+    ]
+    try:
+        for p in procs:
+            assert p.wait(60) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rows = json.loads(swarm("auth", "list", "--json", env=env).stdout)
+    assert {r["provider"] for r in rows} == {f"{n}-{i}" for n in ("one", "two") for i in range(15)}
