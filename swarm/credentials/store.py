@@ -18,6 +18,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ STORE_ENV = "SWARM_CREDENTIAL_STORE"
 KEYRING_SERVICE = "swarm-mesh"
 _INDEX = "__providers__"  # the keyring entry listing the providers stored (no enumeration API)
 FILE_VERSION = 1
+LOCK_WAIT_S = 120.0  # more than a token request's timeout (30 s) several times over
 
 
 class CredentialError(BadInput):
@@ -90,7 +92,7 @@ class _FileLock:
             ensure_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._acquire(fd)
                 self._local.depth = 1
                 try:
                     yield
@@ -98,6 +100,24 @@ class _FileLock:
                     self._local.depth = 0
             finally:
                 os.close(fd)  # releases the flock
+
+    def _acquire(self, fd: int) -> None:
+        """Wait for the lock, up to LOCK_WAIT_S: a holder stuck that long (stopped, or
+        hung past every HTTP timeout) is an error, not a swarm that waits forever."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CredentialError(
+                        f"{self.path}: another process has held the credential lock for "
+                        f"{LOCK_WAIT_S:.0f}s; is a `swarm` process stuck?"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
 
 _LOCKS: dict[Path, _FileLock] = {}

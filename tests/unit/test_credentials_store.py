@@ -278,3 +278,22 @@ def test_config_accepts_an_oauth_section(tmp_path: Path) -> None:
     assert conf.oauth is not None and conf.oauth.client_id == "x"
     with pytest.raises(ValueError):
         ProviderConfig.model_validate({"oauth": {"clientid": "x"}})
+
+
+def test_a_lock_held_too_long_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = mp.get_context("spawn")
+    acquired, release = ctx.Event(), ctx.Event()
+    holder = _start(_hold_lock, os.environ["XDG_CONFIG_HOME"], acquired, release)
+    monkeypatch.setattr(store_mod, "LOCK_WAIT_S", 0.5)
+    try:
+        assert acquired.wait(30)
+        t0 = time.monotonic()
+        with pytest.raises(CredentialError, match="held the credential lock"):
+            open_store().put("openai", Credential(kind="api_key", key=KEY))
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
+        holder.join(30)
+        if holder.is_alive():
+            holder.kill()
+    assert open_store().get("openai") is None
