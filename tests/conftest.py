@@ -46,7 +46,7 @@ def _private_credential_store(
     """Every test gets its own empty credential store (a file under a fresh
     XDG_CONFIG_HOME), never the user's keyring or ~/.config/swarm/auth.json."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
-    monkeypatch.setenv("SWARM_CREDENTIAL_STORE", "file")
+    monkeypatch.setenv("SWARM_AUTH_STORE", "file")
 
 
 @pytest.fixture

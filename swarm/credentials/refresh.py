@@ -17,6 +17,7 @@ import time
 
 from swarm.credentials.model import Credential
 from swarm.credentials.store import CredentialError, CredentialStore, open_store
+from swarm.secrets import register_secret_values
 
 log = logging.getLogger(__name__)
 DEFAULT_MARGIN_S = 300.0
@@ -36,6 +37,13 @@ class TokenSource:
         self.store = store or open_store()
         self.margin_s = margin_s
         self._last: Credential | None = None  # what this source last read or renewed
+
+    def _seen(self, cred: Credential | None) -> Credential | None:
+        """Remember ``cred``; its values are redacted from what this process shows."""
+        if cred is not None:
+            register_secret_values(cred.secrets())
+        self._last = cred
+        return cred
 
     def _usable(self, cred: Credential | None, rejected: str | None) -> str | None:
         if cred is None or not cred.access_token or cred.access_token == rejected:
@@ -68,19 +76,18 @@ class TokenSource:
         the store is used, the same one is renewed."""
         if rejected is None and (token := self.cached()):  # no store read per request
             return token
-        self._last = self.store.get(self.provider)
-        token = self._usable(self._last, rejected)
+        token = self._usable(self._seen(self.store.get(self.provider)), rejected)
         if token:
             return token
         with self.store.lock():
             cred = self.current()  # inside the lock: another process may have renewed it
-            self._last = cred
+            self._seen(cred)
             token = self._usable(cred, rejected)
             if token:
                 return token
             fresh = self._renew(cred)
             self.store.put(self.provider, fresh)  # stored before anything uses it
-            self._last = fresh
+            self._seen(fresh)
             log.info("%s: access token renewed", self.provider)
             assert fresh.access_token
             return fresh.access_token

@@ -6,7 +6,7 @@ beside the file, for the keyring too), so two processes logging in or refreshing
 never lose each other's update. Reads need no lock: the file is replaced by a rename, so
 a reader sees the old file or the new one, never half of one.
 
-``SWARM_CREDENTIAL_STORE`` = ``auto`` (default) | ``keyring`` | ``file`` chooses.
+``SWARM_AUTH_STORE`` = ``auto`` (default) | ``keyring`` | ``file`` chooses.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from swarm.credentials.model import Credential
 from swarm.errors import BadInput
 
-STORE_ENV = "SWARM_CREDENTIAL_STORE"
+STORE_ENV = "SWARM_AUTH_STORE"
 KEYRING_SERVICE = "swarm-mesh"
 _INDEX = "__providers__"  # the keyring entry listing the providers stored (no enumeration API)
 FILE_VERSION = 1

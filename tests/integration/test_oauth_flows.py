@@ -96,7 +96,7 @@ def _store_expiring(fake: FakeAuthServer, expires_in: float = -10.0) -> Credenti
 
 def _get_token(xdg: str, start: Any, out: Any) -> None:
     os.environ["XDG_CONFIG_HOME"] = xdg
-    os.environ["SWARM_CREDENTIAL_STORE"] = "file"
+    os.environ["SWARM_AUTH_STORE"] = "file"
     start.wait(60)
     try:
         out.put(("ok", TokenSource("anthropic").token()))

@@ -89,7 +89,7 @@ def test_a_world_readable_store_is_refused_by_the_cli() -> None:
 def test_cli_uses_the_keyring_when_it_has_a_backend(tmp_path: Path) -> None:
     ring = tmp_path / "ring.json"
     env = {
-        "SWARM_CREDENTIAL_STORE": "auto",
+        "SWARM_AUTH_STORE": "auto",
         "PYTHON_KEYRING_BACKEND": "tests.authfakes.keyring_backend.JsonFileKeyring",
         "SWARM_TEST_KEYRING": str(ring),
     }
@@ -107,7 +107,7 @@ def test_cli_uses_the_keyring_when_it_has_a_backend(tmp_path: Path) -> None:
 def test_two_processes_logging_in_to_the_keyring_at_once_both_kept(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "SWARM_CREDENTIAL_STORE": "auto",
+        "SWARM_AUTH_STORE": "auto",
         "PYTHON_KEYRING_BACKEND": "tests.authfakes.keyring_backend.JsonFileKeyring",
         "SWARM_TEST_KEYRING": str(tmp_path / "ring.json"),
     }

@@ -119,7 +119,7 @@ def _hold_lock(directory: str, acquired: Any, release: Any) -> None:
 
 def _add_many(directory: str, prefix: str, count: int, start: Any) -> None:
     os.environ["XDG_CONFIG_HOME"] = directory
-    os.environ["SWARM_CREDENTIAL_STORE"] = "file"
+    os.environ["SWARM_AUTH_STORE"] = "file"
     store = open_store()
     start.wait(30)
     for i in range(count):
@@ -200,7 +200,7 @@ def restore_keyring() -> Any:
 def test_keyring_used_when_a_backend_is_present(
     monkeypatch: pytest.MonkeyPatch, restore_keyring: None
 ) -> None:
-    monkeypatch.setenv("SWARM_CREDENTIAL_STORE", "auto")
+    monkeypatch.setenv("SWARM_AUTH_STORE", "auto")
     backend = MemoryKeyring()
     keyring.set_keyring(backend)
     store = open_store()
@@ -218,13 +218,13 @@ def test_keyring_used_when_a_backend_is_present(
 def test_the_file_when_no_keyring_backend(
     monkeypatch: pytest.MonkeyPatch, restore_keyring: None
 ) -> None:
-    monkeypatch.setenv("SWARM_CREDENTIAL_STORE", "auto")
+    monkeypatch.setenv("SWARM_AUTH_STORE", "auto")
     keyring.set_keyring(fail.Keyring())
     store = open_store()
     assert isinstance(store.backend, FileStore)
     store.put("anthropic", Credential(kind="api_key", key=KEY))
     assert (config_dir() / "auth.json").exists()
-    monkeypatch.setenv("SWARM_CREDENTIAL_STORE", "keyring")
+    monkeypatch.setenv("SWARM_AUTH_STORE", "keyring")
     with pytest.raises(CredentialError, match="no keyring backend"):
         open_store()
 
