@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 KEY_A = "sk-ant-cli-test-abcdefghijklmnopqrstuvwxyz"
@@ -119,8 +120,6 @@ def test_two_processes_logging_in_to_the_keyring_at_once_both_kept(tmp_path: Pat
         "for i in range(15):\n"
         "    s.put(f'{sys.argv[1]}-{i}', Credential(kind='api_key', key='k' * 24))\n"
     )
-    import time
-
     go = str(time.time() + 2.0)  # both start writing at the same moment
     procs = [
         subprocess.Popen([sys.executable, "-c", code, name, go], env=env) for name in ("one", "two")
@@ -135,3 +134,40 @@ def test_two_processes_logging_in_to_the_keyring_at_once_both_kept(tmp_path: Pat
                 p.wait()
     rows = json.loads(swarm("auth", "list", "--json", env=env).stdout)
     assert {r["provider"] for r in rows} == {f"{n}-{i}" for n in ("one", "two") for i in range(15)}
+
+
+def test_the_prompt_on_a_terminal_does_not_echo_the_key() -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()  # the child's controlling terminal is the pty, as at a keyboard
+    if pid == 0:  # pragma: no cover (the child)
+        env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+        os.execve(
+            sys.executable, [sys.executable, "-m", "swarm.cli", "auth", "login", "openai"], env
+        )
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"input hidden" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                seen += os.read(fd, 4096)
+        assert b"openai API key (input hidden)" in seen, seen
+        os.write(fd, KEY_O.encode() + b"\n")
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"stored api_key" in seen
+    assert KEY_O.encode() not in seen  # never echoed
+    rows = json.loads(swarm("auth", "list", "--json").stdout)
+    assert rows[0]["masked"] == KEY_O[:4] + "…" + KEY_O[-4:]
