@@ -134,6 +134,7 @@ class Store(Protocol):
     where: str
 
     def load(self) -> dict[str, Credential]: ...
+    def get(self, provider: str) -> Credential | None: ...
     def save(self, creds: dict[str, Credential], changed: set[str]) -> None: ...
     @property
     def lock(self) -> _FileLock: ...
@@ -156,7 +157,7 @@ class CredentialStore:
         return self.backend.load()
 
     def get(self, provider: str) -> Credential | None:
-        return self.backend.load().get(provider)
+        return self.backend.get(provider)
 
     def update(self, fn: Callable[[dict[str, Credential]], set[str]]) -> dict[str, Credential]:
         """Read, let ``fn`` change the mapping (returning the providers it changed),
@@ -245,6 +246,9 @@ class FileStore:
             raise CredentialError(f"{self.path}: not a JSON object")
         return _parse(raw, str(self.path))
 
+    def get(self, provider: str) -> Credential | None:
+        return self.load().get(provider)
+
     def save(self, creds: dict[str, Credential], changed: set[str]) -> None:
         ensure_private_dir(self.dir)
         write_private(self.path, _dump(creds))
@@ -322,16 +326,33 @@ class KeyringStore:
                     raise CredentialError(f"{self.where}: entry {name!r} is not JSON") from None
         return _parse({"credentials": raw}, self.where)
 
+    def get(self, provider: str) -> Credential | None:
+        """One entry (the index is not needed to read one)."""
+        value = self._get(provider)
+        if not value:
+            return None
+        try:
+            raw = json.loads(value)
+        except ValueError:
+            raise CredentialError(f"{self.where}: entry {provider!r} is not JSON") from None
+        return _parse({"credentials": {provider: raw}}, self.where).get(provider)
+
+    def _set(self, name: str, value: str) -> None:
+        try:
+            self.backend.set_password(KEYRING_SERVICE, name, value)
+        except Exception as exc:  # a locked keyring, a refused prompt
+            raise CredentialError(
+                f"{self.where}: cannot store {name!r}: {type(exc).__name__}"
+            ) from None
+
     def save(self, creds: dict[str, Credential], changed: set[str]) -> None:
         for name in changed:
             if name in creds:
-                self.backend.set_password(
-                    KEYRING_SERVICE, name, json.dumps(creds[name].model_dump(exclude_none=True))
-                )
+                self._set(name, json.dumps(creds[name].model_dump(exclude_none=True)))
             else:
                 with contextlib.suppress(Exception):  # keyring's PasswordDeleteError: gone
                     self.backend.delete_password(KEYRING_SERVICE, name)
-        self.backend.set_password(KEYRING_SERVICE, _INDEX, json.dumps(sorted(creds)))
+        self._set(_INDEX, json.dumps(sorted(creds)))
 
 
 def keyring_backend() -> Any | None:
