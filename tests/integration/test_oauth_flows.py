@@ -94,9 +94,8 @@ def _store_expiring(fake: FakeAuthServer, expires_in: float = -10.0) -> Credenti
     return cred
 
 
-def _get_token(xdg: str, start: Any, out: Any) -> None:
-    os.environ["XDG_CONFIG_HOME"] = xdg
-    os.environ["SWARM_AUTH_STORE"] = "file"
+def _get_token(env: dict[str, str], start: Any, out: Any) -> None:
+    os.environ.update(env)
     start.wait(60)
     try:
         out.put(("ok", TokenSource("anthropic").token()))
@@ -107,10 +106,8 @@ def _get_token(xdg: str, start: Any, out: Any) -> None:
 def _race(n: int) -> list[tuple[str, str]]:
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_get_token, args=(os.environ["XDG_CONFIG_HOME"], start, out))
-        for _ in range(n)
-    ]
+    env = {k: os.environ[k] for k in STORE_ENV if k in os.environ}
+    procs = [ctx.Process(target=_get_token, args=(env, start, out)) for _ in range(n)]
     for p in procs:
         p.start()
     try:
@@ -127,7 +124,34 @@ def _race(n: int) -> list[tuple[str, str]]:
     return results
 
 
-def test_five_processes_one_refresh(fake: FakeAuthServer) -> None:
+STORE_ENV = ("XDG_CONFIG_HOME", "SWARM_AUTH_STORE", "PYTHON_KEYRING_BACKEND", "SWARM_TEST_KEYRING")
+
+
+@pytest.fixture(params=["file", "keyring"])
+def any_store(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """The file store, or the keyring (a backend that spans processes)."""
+    if request.param == "keyring":
+        import keyring
+
+        from tests.authfakes.keyring_backend import JsonFileKeyring
+
+        monkeypatch.setenv("SWARM_AUTH_STORE", "keyring")
+        monkeypatch.setenv(
+            "PYTHON_KEYRING_BACKEND", "tests.authfakes.keyring_backend.JsonFileKeyring"
+        )
+        monkeypatch.setenv("SWARM_TEST_KEYRING", str(tmp_path / "ring.json"))
+        before = keyring.get_keyring()
+        keyring.set_keyring(JsonFileKeyring())
+        yield "keyring"
+        keyring.set_keyring(before)
+    else:
+        yield "file"
+
+
+def test_five_processes_one_refresh(fake: FakeAuthServer, any_store: str) -> None:
+    assert any_store in open_store().where
     fake.state.refresh_delay_s = 0.5  # the refresh is slow: the others arrive meanwhile
     old = _store_expiring(fake)
     results = _race(5)
