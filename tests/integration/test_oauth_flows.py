@@ -464,3 +464,18 @@ def test_a_rejected_token_takes_another_process_newer_one_without_a_refresh(
         newer["access_token"],
     )
     assert fake.state.refresh_requests == 1 and fake.state.reused_refresh == []
+
+
+def test_the_pasted_forms_code_code_state_and_redirect_url(fake: FakeAuthServer) -> None:
+    for form in ("bare", "hash", "url"):
+        login = PkceLogin("anthropic", pkce_settings(fake))
+        code, _, state = authorize(login.url).partition("#")
+        pasted = {
+            "bare": code,
+            "hash": f"{code}#{state}",
+            "url": f"{REDIRECT_URI}?code={code}&state={state}",
+        }[form]
+        assert login.exchange(f"  {pasted}\n").kind == "oauth"
+    assert len(fake.state.exchange_requests) == 3
+    with pytest.raises(CredentialError, match="no authorization code"):
+        PkceLogin("anthropic", pkce_settings(fake)).exchange("   ")
