@@ -186,6 +186,12 @@ def task_prompt(task: TaskView, deps: list[TaskView]) -> str:
 
 
 class AgentLoop:
+    @property
+    def _secrets(self) -> list[str]:
+        """Read when used: an OAuth token renewed during the run is registered as it
+        comes (swarm.credentials.refresh), and must be redacted from then on."""
+        return secret_values()
+
     def __init__(
         self,
         board: Blackboard,
@@ -240,7 +246,6 @@ class AgentLoop:
         self.tools = {**tools, **SWARM_TOOLS}
         self.specs: list[ToolSpec] = [t.spec() for t in self.tools.values()]
         self.system = system_prompt(agent, swarm)
-        self._secrets = secret_values()
         self._fixed_chars = len(self.system) + sum(len(t.model_dump_json()) for t in self.specs)
         from swarm.tools.runner import ToolRunner
 

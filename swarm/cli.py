@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from swarm.cli_auth import auth_app
 from swarm.errors import BadInput, SwarmError
 from swarm.secrets import redact, secret_values
 
@@ -24,6 +26,7 @@ app = typer.Typer(
 )
 stub_app = typer.Typer(help="The local scripted LLM server.", no_args_is_help=True)
 app.add_typer(stub_app, name="stub")
+app.add_typer(auth_app, name="auth")
 err = Console(stderr=True)
 
 
@@ -556,7 +559,8 @@ def models(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
-    """List providers, whether credentials are present, and the price each model gets
+    """List providers, where each one's key comes from (config api_key_env, environment,
+    stored credential: the source's name, never the value), and the price each model gets
     (USD per 1M tokens) and from where: genai-prices' data, the config's `pricing:`, or,
     for a model genai-prices does not know, the highest price of its provider."""
     from swarm.config import load_config
@@ -580,12 +584,12 @@ def models(
     console = Console()
     table = Table("provider", "credentials", "base URL", box=None)
     for row in rows:
-        if row["key_present"]:
-            cred = f"[green]{row['key_env']} set[/]"
+        if row["key_present"]:  # where the key comes from: a name, never the value
+            cred = f"[green]{escape(row['key_source'])}[/]"
         elif not row["key_required"]:
             cred = f"{row['key_env']} not needed"
         else:
-            cred = f"[red]{row['key_env']} missing[/]"
+            cred = f"[red]{row['key_env']} missing[/], none stored"
         table.add_row(row["provider"], cred, row["base_url"])
     console.print(table)
     prices = Table(

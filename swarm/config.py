@@ -12,6 +12,7 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from swarm.credentials.settings import OAuthSettings
 from swarm.errors import BadInput, ConfigError
 from swarm.paths import data_dirs
 from swarm.providers.modelinfo import (
@@ -41,6 +42,7 @@ class Strict(BaseModel):
 class ProviderConfig(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
+    oauth: OAuthSettings | None = None  # `swarm auth login --oauth` (docs/credentials.md)
     # shared by every agent using the same credential; None switches a limit off
     requests_per_minute: int | None = Field(default=500, gt=0)
     tokens_per_minute: int | None = Field(default=2_000_000, gt=0)

@@ -16,6 +16,7 @@ from swarm.agent import AgentLoop, BoardLocks, BoardState, SwarmInfo
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.limits import RateLimiter, credential_id
 from swarm.config import PROVIDERS, AgentInstance, ProviderConfig, split_model
+from swarm.credentials import stored_secrets
 from swarm.errors import BadInput
 from swarm.leftovers import RUN_ENV
 from swarm.plan import RunPlan
@@ -93,7 +94,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
                 redis_outage_s=cfg.reliability.redis_outage_s,
                 pass_env=list(cfg.commands.pass_env),
                 api_key=_key_of(a.model, cfg.providers),
-                redact=secret_values(),
+                redact=[*secret_values(), *stored_secrets()],
             )
         )
     return out
@@ -103,7 +104,13 @@ def _key_of(model: str, providers: dict[str, ProviderConfig]) -> str:
     settings = settings_for(
         split_model(model)[0], {k: v.model_dump() for k, v in providers.items()}
     )
-    return os.environ.get(settings.api_key_env, "")
+    env = settings.env_key()
+    if env:
+        return env
+    cred = settings.key_source().credential  # a stored API key travels in memory too;
+    if cred is not None and cred.kind == "api_key" and cred.key:  # a token login's agent
+        return cred.key  # reads the store itself (it must renew the token)
+    return ""
 
 
 def build_loop(

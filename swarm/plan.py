@@ -65,7 +65,8 @@ def check_credentials(loaded: LoadedConfig) -> None:
         raise BadInput(
             f"{loaded.path}: no credentials for the configured models. Set:\n"
             + "\n".join(lines)
-            + "\n(and the provider's base URL if it is not the public API). "
+            + "\n(or store one with `swarm auth login PROVIDER`; and the provider's base URL "
+            "if it is not the public API). "
             "To see a swarm work offline without keys, run `make demo` (or `swarm demo`)."
         )
 

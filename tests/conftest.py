@@ -39,6 +39,16 @@ def _no_embedded_redis_left(tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 warnings.warn(f"an embedded Redis in {root} is still running", stacklevel=1)
 
 
+@pytest.fixture(autouse=True)
+def _private_credential_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test gets its own empty credential store (a file under a fresh
+    XDG_CONFIG_HOME), never the user's keyring or ~/.config/swarm/auth.json."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    monkeypatch.setenv("SWARM_AUTH_STORE", "file")
+
+
 @pytest.fixture
 async def board(redis_handle: RedisHandle) -> AsyncIterator[Blackboard]:
     b = Blackboard(redis_handle.url, f"test-{secrets.token_hex(4)}")

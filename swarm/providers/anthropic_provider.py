@@ -152,12 +152,21 @@ _EVENT_STREAM = anthropic.AsyncStream[object]  # each event as the decoded JSON
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout_s: float = 600.0,
+        auth_token: str | None = None,  # an OAuth bearer token instead of a key
+        default_headers: Mapping[str, str] | None = None,
+    ):
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key,
+            auth_token=auth_token,
             base_url=base_url,
             max_retries=0,
             timeout=timeout_s,
+            default_headers=default_headers,
             http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
         )
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))

@@ -1,14 +1,20 @@
-"""`provider/model` strings to provider clients; credentials from the environment."""
+"""`provider/model` strings to provider clients. Credentials, in this order: the config's
+`api_key_env` (when set), the provider's environment variable, the stored credential
+(`swarm auth login`; swarm.credentials)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.errors import BadInput
 from swarm.providers.base import Provider
 from swarm.providers.pricing import LISTED_MODELS, Price, price_info, unknown_price
+from swarm.secrets import register_secret_values
+
+if TYPE_CHECKING:
+    from swarm.credentials.resolve import KeySource
 
 DEFAULT_KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
@@ -30,10 +36,22 @@ class ProviderSettings:
     provider: str
     base_url: str | None
     api_key_env: str
+    configured_key_env: str | None = None  # the config's api_key_env, if it names one
+
+    def key_source(self) -> KeySource:
+        """Where the key comes from (swarm.credentials.resolve); names only, in `source`."""
+        from swarm.credentials.resolve import find_key
+
+        return find_key(self.provider, self.configured_key_env, DEFAULT_KEY_ENV[self.provider])
+
+    def env_key(self) -> str | None:
+        from swarm.credentials.resolve import env_key
+
+        return env_key(self.configured_key_env, DEFAULT_KEY_ENV[self.provider]).value
 
     @property
     def has_key(self) -> bool:
-        return bool(os.environ.get(self.api_key_env))
+        return self.key_source().found
 
     @property
     def key_required(self) -> bool:
@@ -48,9 +66,10 @@ def settings_for(
     if provider not in DEFAULT_KEY_ENV:
         raise BadInput(f"unknown provider {provider!r} (known: {', '.join(DEFAULT_KEY_ENV)})")
     conf = (configured or {}).get(provider, {})
-    key_env = str(conf.get("api_key_env") or DEFAULT_KEY_ENV[provider])
+    explicit = str(conf["api_key_env"]) if conf.get("api_key_env") else None
+    key_env = explicit or DEFAULT_KEY_ENV[provider]
     base_url = conf.get("base_url") or os.environ.get(DEFAULT_BASE_URL_ENV[provider]) or None
-    return ProviderSettings(provider, str(base_url) if base_url else None, key_env)
+    return ProviderSettings(provider, str(base_url) if base_url else None, key_env, explicit)
 
 
 def make_provider(settings: ProviderSettings, api_key: str | None = None) -> Provider:
@@ -61,9 +80,24 @@ def make_provider(settings: ProviderSettings, api_key: str | None = None) -> Pro
             f"provider {settings.provider!r} is not available in this version "
             f"(available: {', '.join(IMPLEMENTED)})"
         )
-    key = api_key or os.environ.get(settings.api_key_env) or None
+    key = api_key or settings.env_key() or None
+    if key is None:
+        stored = settings.key_source().credential
+        if stored is not None and stored.kind != "api_key":
+            from swarm.credentials.provider import token_provider
+            from swarm.credentials.refresh import TokenSource
+
+            return token_provider(
+                settings.provider, settings.base_url, TokenSource(settings.provider)
+            )
+        if stored is not None and stored.key:
+            key = stored.key
+            register_secret_values([key])
     if key is None and settings.key_required:
-        raise BadInput(f"{settings.provider}: set {settings.api_key_env} (no API key found)")
+        raise BadInput(
+            f"{settings.provider}: set {settings.api_key_env} or run "
+            f"`swarm auth login {settings.provider}` (no API key found)"
+        )
     if settings.provider == "anthropic":
         from swarm.providers.anthropic_provider import AnthropicProvider
 
@@ -99,13 +133,15 @@ def describe_models(
             p, _, name = full.partition("/")
             if p == provider and name and name not in names:
                 names.append(name)
+        source = s.key_source()
         rows.append(
             {
                 "provider": provider,
                 "implemented": provider in IMPLEMENTED,
                 "base_url": s.base_url or "default",
                 "key_env": s.api_key_env,
-                "key_present": s.has_key,
+                "key_present": source.found,
+                "key_source": source.source or None,  # a name, never the value
                 "key_required": s.key_required,
                 "models": names,
                 "prices": [price_info(f"{provider}/{n}", pricing).describe() for n in names],
