@@ -1,7 +1,8 @@
-"""What `swarm run` prints while its agent works: the session as it is stored (the model's
-text per turn, since the provider layer returns whole turns; tool calls and their results
-as lines), or NDJSON events with --format json. Read from the blackboard, like every view:
-the printed conversation is exactly the stored one."""
+"""What `swarm run` prints while its agent works: the model's text as it arrives (from the
+provider's stream, `TEXT_SINK`), then the session as it is stored (tool calls and their
+results as lines), or NDJSON events with --format json (`text_delta` as text arrives, then
+the stored messages). Everything but the live text is read from the blackboard, like every
+view: the printed conversation is the stored one."""
 
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ class SessionPrinter:
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self._done = asyncio.Event()
         self._last_event = "$"
+        self._streamed = False  # text of the turn in flight was printed as it arrived
+
+    def live_text(self, piece: str) -> None:
+        """The model's reply text as the provider streams it (provider TEXT_SINK)."""
+        if self.json:
+            self.emit("text_delta", text=piece)
+            return
+        self._streamed = True
+        sys.stdout.write(piece)
+        sys.stdout.flush()
 
     def emit(self, kind: str, **data: Any) -> None:
         sys.stdout.write(json.dumps({"type": kind, **data}, ensure_ascii=False) + "\n")
@@ -107,6 +118,9 @@ class SessionPrinter:
                 text = b.get("text", "")
                 if self.json:
                     self.emit("text" if role == "assistant" else "user", text=text)
+                elif role == "assistant" and self._streamed:
+                    sys.stdout.write("\n")  # printed as it arrived: end its line
+                    self._streamed = False
                 elif role == "assistant" and text.strip():
                     self.out.print(text.strip(), markup=False)
             elif kind == "tool_call":

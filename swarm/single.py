@@ -28,6 +28,7 @@ from swarm.launch import new_run_id
 from swarm.liveness import coordinator_holder
 from swarm.output import SessionPrinter
 from swarm.plan import RunPlan, check_credentials, load_plan, make_plan, save_plan, store_plan
+from swarm.providers.base import TEXT_SINK
 from swarm.providers.types import Message
 from swarm.roles import load_roles
 from swarm.sessions import (
@@ -312,6 +313,7 @@ async def _host(
         holder = coordinator_holder()
         await board.hold_coordinator(holder, _lease_ms(plan))
     printer = SessionPrinter(board, task_id, opts.fmt, start)
+    TEXT_SINK.set(printer.live_text)  # the model's text, as the stream delivers it
     printer.header(sid, spec.agent.model, Path(spec.workspace.repo), continued=start > 0)
     hub = None
     loop: AgentLoop | None = None

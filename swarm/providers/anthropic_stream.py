@@ -10,7 +10,7 @@ from typing import Any
 
 from jiter import from_json
 
-from swarm.providers.base import estimate_tokens
+from swarm.providers.base import estimate_tokens, stream_text
 from swarm.providers.types import (
     Block,
     Message,
@@ -77,7 +77,9 @@ class MessageAccumulator:
             return
         block, kind = self.blocks[index], delta.get("type")
         if kind == "text_delta" and block.get("type") == "text":
-            block["text"] = block.get("text", "") + delta.get("text", "")
+            piece = delta.get("text", "")
+            block["text"] = block.get("text", "") + piece
+            stream_text(piece)
         elif kind == "input_json_delta":
             self._json.setdefault(index, []).append(delta.get("partial_json", ""))
         elif kind == "thinking_delta" and block.get("type") == "thinking":

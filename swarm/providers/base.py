@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
@@ -63,6 +65,18 @@ def estimate_tokens(chars: int) -> int:
     """About 4 characters a token: the estimate the budget and rate limits use before a
     request, and for a broken stream whose usage never arrived."""
     return chars // 4 + 1 if chars > 0 else 0
+
+
+#: Where the model's text goes as it arrives (`swarm run` prints it); None: nowhere. A
+#: context variable, so one process's agents each stream to their own sink, or none.
+TEXT_SINK: ContextVar[Callable[[str], None] | None] = ContextVar("swarm_text_sink", default=None)
+
+
+def stream_text(piece: str | None) -> None:
+    """A piece of the model's reply text, as the stream delivers it."""
+    sink = TEXT_SINK.get()
+    if sink is not None and piece:
+        sink(piece)
 
 
 class Provider(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from swarm.providers.base import estimate_tokens
+from swarm.providers.base import estimate_tokens, stream_text
 from swarm.providers.types import (
     Block,
     Message,
@@ -450,6 +450,7 @@ class ChatAccumulator:
     def add_text(self, piece: str | None) -> None:
         if piece:
             self.text.append(piece)
+            stream_text(piece)
 
     def add_refusal(self, piece: str | None) -> None:
         if piece:

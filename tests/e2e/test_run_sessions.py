@@ -112,13 +112,18 @@ def test_run_then_continue_and_session(
             "continued": True,
         }
         assert {"type": "text", "text": "Second answer."} in events
+        # the text came as it arrived, before the stored message, and adds up to it
+        deltas = [e for e in events if e["type"] == "text_delta"]
+        stored = events.index({"type": "text", "text": "Second answer."})
+        assert deltas and all(events.index(d) < stored for d in deltas)
+        assert "".join(d["text"] for d in deltas) == "Second answer."
         assert events[-1]["type"] == "result"
         assert events[-1]["exit_code"] == 0 and events[-1]["result"] == "Second answer."
         assert events[-1]["usage"]["turns"] == 3
 
         third = swarm(tmp_path, env, "run", "the third prompt", "--session", sid)
         assert third.returncode == 0, third.stdout + third.stderr
-        assert "Third answer." in third.stdout
+        assert third.stdout.count("Third answer.") == 1  # streamed, not printed again
 
         requests = stub.requests.snapshot()
         assert len(requests) == 4
