@@ -399,7 +399,51 @@ NOTES = {
 }
 
 
-def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
+def commit() -> str:
+    """The checkout's commit, and whether tracked files differed from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{sha} (with uncommitted changes)" if dirty else sha
+
+
+def provenance() -> dict[str, str]:
+    """When, on what and at which commit a run measured: the doc's header, and the
+    heading of a section or chart written by a benchmark run on its own."""
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), "
+        f"Python {platform.python_version()}",
+        "run at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": commit(),
+    }
+
+
+def write_doc(
+    sections: dict[str, list[tuple[str, str]] | str], where: dict[str, str] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -407,12 +451,14 @@ def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
         "in that run. Comparisons are ratios of two things measured side by side in the same",
         "run; absolute times vary with the machine and its load.",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        f"- run at: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        *(f"- {k}: {v}" for k, v in (where or provenance()).items()),
         "",
     ]
     for title, rows in sections.items():
         lines += [f"## {title}", ""]
+        if isinstance(rows, str):  # a section written as markdown (tables of its own)
+            lines += [rows.rstrip("\n"), ""]
+            continue
         if title in NOTES:
             lines += [NOTES[title], ""]
         lines += ["| measure | value |", "|---|---|"]
@@ -426,8 +472,13 @@ def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
 def replace_section(title: str, note: str, rows: list[tuple[str, str]]) -> str:
     """Replace (or append) one section of docs/benchmarks.md, in the format write_doc
     writes, leaving the rest of the document as it is (a benchmark run on its own)."""
-    section = [f"## {title}", "", note, "", "| measure | value |", "|---|---|"]
-    section += [f"| {k} | {v} |" for k, v in rows]
+    table = ["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return replace_markdown(title, "\n".join([note, "", *table]))
+
+
+def replace_markdown(title: str, body: str) -> str:
+    """Replace (or append) the section ``title`` of docs/benchmarks.md with ``body``."""
+    section = [f"## {title}", "", *body.rstrip("\n").split("\n")]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     lines = text.rstrip("\n").split("\n")
     head = f"## {title}"
