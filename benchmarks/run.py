@@ -498,9 +498,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args()
+    where = provenance()  # before any file of the checkout is written
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, redis_fsync, redis_trips, swarm_cpu
+    from benchmarks import context_cache, peers_cpu, redis_fsync, redis_trips, swarm_cpu
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
@@ -508,7 +509,8 @@ def main() -> None:
     NOTES[context_cache.TITLE] = context_cache.note(files)
     agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
-    sections = {
+    peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
+    sections: dict[str, list[tuple[str, str]] | str] = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
@@ -516,8 +518,9 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        peers_cpu.TITLE: peers_cpu.run(peer_agents, peer_turns, peer_repeat, where=where),
     }
-    print(write_doc(sections))
+    print(write_doc(sections, where))
 
 
 if __name__ == "__main__":
