@@ -46,7 +46,7 @@ CHART = PROJECT_ROOT / "docs" / "benchmarks-cpu.png"
 PLAIN = "plain AsyncOpenAI loop"
 SWARM = "swarm"
 NOTE = (
-    "{agents} agents, each one task of K `read` tool turns (a file of ~1 KB per turn) and "
+    "{agents}, each one task of K `read` tool turns (a file of ~1 KB per turn) and "
     "a final answer, against the scripted Chat Completions server in a process of its own; "
     "for each K every contestant runs the same workload against the same server, one after "
     "the other{repeat}. CPU is the sum over the contestant's whole process tree (a peer: "
@@ -211,7 +211,8 @@ def section(
     agents: int, by_k: dict[int, list[Outcome]], where: dict[str, str], repeat: int, packing: str
 ) -> str:
     rep = f", {repeat} times in turn (medians)" if repeat > 1 else ""
-    lines = [NOTE.format(agents=agents, repeat=rep, packing=packing), ""]
+    who = f"{agents} agent" + ("s" if agents != 1 else "")
+    lines = [NOTE.format(agents=who, repeat=rep, packing=packing), ""]
     lines += ["Measured " + ", ".join(f"{k} {v}" for k, v in where.items()) + ".", ""]
     lines += [f"![CPU per model call per framework and K]({CHART.name})", ""]
     for turns, outcomes in by_k.items():
@@ -220,7 +221,9 @@ def section(
 
 
 # -- the chart ----------------------------------------------------------------------------
-def write_chart(by_k: dict[int, list[Outcome]], path: Path, where: dict[str, str]) -> None:
+def write_chart(
+    by_k: dict[int, list[Outcome]], path: Path, where: dict[str, str], agents: int | None = None
+) -> None:
     """Grouped bars: CPU per model call per contestant, per K, steady state and total."""
     import matplotlib
 
@@ -263,8 +266,9 @@ def write_chart(by_k: dict[int, list[Outcome]], path: Path, where: dict[str, str
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(
-        "CPU per model call, whole process tree, "
-        + f"{where.get('run at', '')}, commit {where.get('commit', '')}\n"
+        "CPU per model call, whole process tree"
+        + (f", {agents} agents × K read-tool turns" if agents else "")
+        + f", {where.get('run at', '')}, commit {where.get('commit', '')}\n"
         + where.get("machine", ""),
         fontsize=9,
     )
@@ -405,7 +409,7 @@ def run(
         by_k[turns] = compare_all(agents, turns, repeat, packing, peers)
         print("\n".join(table(turns, by_k[turns])), flush=True)
     if chart is not None:
-        write_chart(by_k, chart, where)
+        write_chart(by_k, chart, where, agents)
     return section(agents, by_k, where, repeat, packing)
 
 
