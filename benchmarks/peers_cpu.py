@@ -208,12 +208,21 @@ def table(turns: int, outcomes: list[Outcome]) -> list[str]:
 
 
 def section(
-    agents: int, by_k: dict[int, list[Outcome]], where: dict[str, str], repeat: int, packing: str
+    agents: int,
+    by_k: dict[int, list[Outcome]],
+    where: dict[str, str],
+    repeat: int,
+    packing: str,
+    quick: bool = False,
 ) -> str:
     rep = f", {repeat} times in turn (medians)" if repeat > 1 else ""
     who = f"{agents} agent" + ("s" if agents != 1 else "")
     lines = [NOTE.format(agents=who, repeat=rep, packing=packing), ""]
-    lines += ["Measured " + ", ".join(f"{k} {v}" for k, v in where.items()) + ".", ""]
+    lines += [
+        f"Measured on {where.get('machine')}, {where.get('run at')}, at commit "
+        f"{where.get('commit')}" + (" (quick form: `make bench-quick`)" if quick else "") + ".",
+        "",
+    ]
     lines += [f"![CPU per model call per framework and K]({CHART.name})", ""]
     for turns, outcomes in by_k.items():
         lines += [*table(turns, outcomes), ""]
@@ -398,6 +407,7 @@ def run(
     packing: str = "auto",
     chart: Path | None = CHART,
     where: dict[str, str] | None = None,
+    quick: bool = False,
 ) -> str:
     """Measure every K; write the chart (unless ``chart`` is None); the doc section."""
     from benchmarks.run import provenance
@@ -410,7 +420,7 @@ def run(
         print("\n".join(table(turns, by_k[turns])), flush=True)
     if chart is not None:
         write_chart(by_k, chart, where, agents)
-    return section(agents, by_k, where, repeat, packing)
+    return section(agents, by_k, where, repeat, packing, quick)
 
 
 def sizes(quick: bool) -> tuple[int, list[int], int]:
@@ -433,7 +443,7 @@ def main() -> None:
     turns = args.turns or turns
     repeat = args.repeat or repeat
     chart = args.chart or (None if args.no_write else CHART)
-    text = run(agents, turns, repeat, args.per_actor, chart)
+    text = run(agents, turns, repeat, args.per_actor, chart, quick=args.quick)
     print(text)
     if not args.no_write:
         from benchmarks.run import replace_markdown

@@ -518,7 +518,9 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
-        peers_cpu.TITLE: peers_cpu.run(peer_agents, peer_turns, peer_repeat, where=where),
+        peers_cpu.TITLE: peers_cpu.run(
+            peer_agents, peer_turns, peer_repeat, where=where, quick=args.quick
+        ),
     }
     print(write_doc(sections, where))
 

@@ -148,7 +148,7 @@ def test_the_section_names_run_machine_commit_and_links_the_chart() -> None:
     where = {"machine": "x86_64, 2 cores (CPU X)", "run at": "2026-01-01", "commit": "abc123"}
     outcomes = [Outcome(peers_cpu.PLAIN, "openai 1", runs=[_result(0.1, 0.2)])]
     text = peers_cpu.section(4, {10: outcomes}, where, 1, "auto")
-    assert "machine x86_64, 2 cores (CPU X)" in text and "commit abc123" in text
+    assert "on x86_64, 2 cores (CPU X), 2026-01-01, at commit abc123." in text
     assert "(benchmarks-cpu.png)" in text
     assert "**K = 10**" in text
 
