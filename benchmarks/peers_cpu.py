@@ -117,6 +117,11 @@ def check_log(records: Iterable[dict[str, Any]], agents: int, turns: int) -> int
                 f"request {r.get('seq')} ({r.get('task')}, turn {r.get('turn')}) was answered "
                 f"{r.get('status')}: {r.get('error')}"
             )
+        if r.get("purpose", "turn") != "turn" or not isinstance(r.get("turn"), int):
+            raise WorkloadMismatch(
+                f"request {r.get('seq')} ({r.get('task')}) is no turn of the script "
+                f"(purpose {r.get('purpose')!r}, turn {r.get('turn')!r})"
+            )
         by_task.setdefault(str(r.get("task")), []).append(r)
     wanted = {f"t{a}" for a in range(agents)}
     if set(by_task) != wanted:

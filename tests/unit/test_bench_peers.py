@@ -77,6 +77,31 @@ def test_a_turn_without_the_read_result_fails() -> None:
         check_log(records, agents=1, turns=3)
 
 
+def test_a_summary_request_is_no_turn_of_the_workload() -> None:
+    records = [*_log(1, 2), {**_request("t0", 1), "purpose": "summary", "turn": None}]
+    with pytest.raises(WorkloadMismatch, match="no turn of the script"):
+        check_log(records, agents=1, turns=2)
+
+
+def test_an_uninstallable_peer_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = Path("/venv/ok/bin/python")
+
+    def venv_python(peer: Peer) -> Path:
+        if peer.name == "autogen":
+            raise peer_env.PeerUnavailable("autogen-agentchat==0.7.5: ERROR: No matching dist")
+        return ok
+
+    monkeypatch.setattr(peers_cpu, "venv_python", venv_python)
+    monkeypatch.setattr(peers_cpu, "installed_versions", lambda peer, py: {"x": "1.0"})
+    got = peers_cpu.prepare_peers(PEERS)
+    assert got["autogen"] == (
+        None,
+        "autogen-agentchat==0.7.5, autogen-ext[openai]==0.7.5",
+        "autogen-agentchat==0.7.5: ERROR: No matching dist",
+    )
+    assert got["langgraph"] == (ok, "x 1.0", None)
+
+
 def test_tool_results_are_read_after_the_last_assistant_message_only() -> None:
     body = _request("t0", 2)["body"]
     assert peers_cpu.last_tool_results(body) == [_file_text(1)]
