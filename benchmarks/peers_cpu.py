@@ -201,7 +201,8 @@ def table(turns: int, outcomes: list[Outcome]) -> list[str]:
     ]
     for o in outcomes:
         if o.unavailable is not None:
-            lines.append(f"| {o.label} | {o.versions} | unavailable: {o.unavailable} | | | | |")
+            why = o.unavailable.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {o.label} | {o.versions} | unavailable: {why} | | | | |")
             continue
         lines.append(
             f"| {o.label} | {o.versions} | {_fmt(o.steady_ms, '.1f')} | "

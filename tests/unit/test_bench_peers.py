@@ -159,14 +159,14 @@ def test_the_table_gives_ratios_to_the_plain_loop_and_marks_the_unavailable() ->
     outcomes = [
         Outcome(peers_cpu.PLAIN, "openai 1", runs=[_result(0.1, 0.22)]),
         Outcome("LangGraph", "langgraph 1", runs=[_result(0.25, 0.11)]),
-        Outcome("AutoGen", "autogen-agentchat==0.7.5", unavailable="ERROR: No matching dist"),
+        Outcome("AutoGen", "autogen-agentchat==0.7.5", unavailable="ERROR: No matching | dist"),
     ]
     lines = peers_cpu.table(10, outcomes)
     assert lines[0].startswith("**K = 10** (11 model calls")
     plain, lg, ag = lines[4:7]
     assert "| 10.0 | 1.00× | 20.0 | 1.00× |" in plain
     assert "| 25.0 | 2.50× | 10.0 | 0.50× |" in lg
-    assert "unavailable: ERROR: No matching dist" in ag
+    assert "| unavailable: ERROR: No matching \\| dist | | | | |" in ag
 
 
 def test_the_section_names_run_machine_commit_and_links_the_chart() -> None:
