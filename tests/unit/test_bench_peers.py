@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,22 @@ def test_every_peer_pins_exact_versions_and_has_its_script() -> None:
         source = peer.path.read_text()
         assert "import swarm" not in source and "from benchmarks" not in source
         compile(source, str(peer.path), "exec")
+
+
+def test_the_doc_header_names_machine_run_and_commit_and_keeps_markdown_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import run as bench_run
+
+    monkeypatch.setattr(bench_run, "DOC", tmp_path / "benchmarks.md")
+    where = bench_run.provenance()
+    assert set(where) == {"machine", "run at", "commit"}
+    assert f"{os.cpu_count()} cores (" in where["machine"]
+    text = bench_run.write_doc({"Rows": [("a", "1")], "Peers": "**K = 10**\n\n| x |\n"}, where)
+    assert f"- commit: {where['commit']}" in text and f"- machine: {where['machine']}" in text
+    assert "## Peers\n\n**K = 10**\n\n| x |\n" in text
+    assert "| a | 1 |" in text
+    bench_run.replace_markdown("Peers", "new body")
+    after = (tmp_path / "benchmarks.md").read_text()
+    assert "## Peers\n\nnew body\n" in after and "**K = 10**" not in after
+    assert "| a | 1 |" in after
