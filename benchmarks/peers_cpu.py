@@ -313,6 +313,14 @@ def _swarm_argv(run_id: str) -> list[str]:
     ]
 
 
+def _stop_swarm(root: Path) -> None:
+    """Stop the embedded Redis a run left under ``root`` and forget its state."""
+    from swarm.blackboard.connection import stop_embedded
+
+    stop_embedded(root / ".swarm")
+    shutil.rmtree(root / ".swarm", ignore_errors=True)
+
+
 def _clean_env() -> dict[str, str]:
     drop = ("REDIS_URL", "RAY_ADDRESS", "OPENAI_BASE_URL", "OPENAI_API_KEY")
     return {k: v for k, v in os.environ.items() if k not in drop}
@@ -362,13 +370,17 @@ def compare_all(
         record = root / "requests.jsonl"
         stub, url = swarm_cpu._stub(script, record)
         env = _clean_env()
+        # the plain loop and the peers run elsewhere than swarm: measure() counts the
+        # embedded Redis found under its cwd's .swarm/ as part of the contestant
+        elsewhere = root / "elsewhere"
+        elsewhere.mkdir()
         try:
             for rnd in range(repeat):
                 plain.runs.append(
                     swarm_cpu.measure(
                         PLAIN,
                         _plain_argv(url, root, agents),
-                        root,
+                        elsewhere,
                         {**env, "PYTHONPATH": str(PROJECT_ROOT)},
                         record,
                         verify,
@@ -382,7 +394,7 @@ def compare_all(
                     argv = [str(python), "-W", "ignore", str(p.path)]
                     argv += [f"{url}/openai/v1", str(root / "repo"), str(agents), str(turns)]
                     peer_outcomes[p.name].runs.append(
-                        swarm_cpu.measure(p.label, argv, root, peer_env, record, verify)
+                        swarm_cpu.measure(p.label, argv, elsewhere, peer_env, record, verify)
                     )
                 run_env = {**env, "OPENAI_BASE_URL": f"{url}/openai/v1", "OPENAI_API_KEY": "bench"}
                 ours.runs.append(
@@ -395,14 +407,12 @@ def compare_all(
                         verify,
                     )
                 )
+                _stop_swarm(root)  # each round's swarm starts cold, its Redis counted once
                 print(f"K={turns} round {rnd + 1}/{repeat} done", flush=True)
         finally:
             stub.terminate()
             stub.wait()
-            from swarm.blackboard.connection import stop_embedded
-
-            stop_embedded(root / ".swarm")
-            shutil.rmtree(root / ".swarm", ignore_errors=True)
+            _stop_swarm(root)
     return [plain, *peer_outcomes.values(), ours]
 
 
