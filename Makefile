@@ -46,4 +46,4 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run --quick
 
 clean:
-	rm -rf $(VENV) .swarm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .swarm .pytest_cache .mypy_cache .ruff_cache .bench-peers

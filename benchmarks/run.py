@@ -399,7 +399,51 @@ NOTES = {
 }
 
 
-def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
+def commit() -> str:
+    """The checkout's commit, and whether tracked files differed from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{sha} (with uncommitted changes)" if dirty else sha
+
+
+def provenance() -> dict[str, str]:
+    """When, on what and at which commit a run measured: the doc's header, and the
+    heading of a section or chart written by a benchmark run on its own."""
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), "
+        f"Python {platform.python_version()}",
+        "run at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": commit(),
+    }
+
+
+def write_doc(
+    sections: dict[str, list[tuple[str, str]] | str], where: dict[str, str] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -407,12 +451,14 @@ def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
         "in that run. Comparisons are ratios of two things measured side by side in the same",
         "run; absolute times vary with the machine and its load.",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        f"- run at: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        *(f"- {k}: {v}" for k, v in (where or provenance()).items()),
         "",
     ]
     for title, rows in sections.items():
         lines += [f"## {title}", ""]
+        if isinstance(rows, str):  # a section written as markdown (tables of its own)
+            lines += [rows.rstrip("\n"), ""]
+            continue
         if title in NOTES:
             lines += [NOTES[title], ""]
         lines += ["| measure | value |", "|---|---|"]
@@ -426,8 +472,13 @@ def write_doc(sections: dict[str, list[tuple[str, str]]]) -> str:
 def replace_section(title: str, note: str, rows: list[tuple[str, str]]) -> str:
     """Replace (or append) one section of docs/benchmarks.md, in the format write_doc
     writes, leaving the rest of the document as it is (a benchmark run on its own)."""
-    section = [f"## {title}", "", note, "", "| measure | value |", "|---|---|"]
-    section += [f"| {k} | {v} |" for k, v in rows]
+    table = ["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return replace_markdown(title, "\n".join([note, "", *table]))
+
+
+def replace_markdown(title: str, body: str) -> str:
+    """Replace (or append) the section ``title`` of docs/benchmarks.md with ``body``."""
+    section = [f"## {title}", "", *body.rstrip("\n").split("\n")]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     lines = text.rstrip("\n").split("\n")
     head = f"## {title}"
@@ -447,9 +498,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args()
+    where = provenance()  # before any file of the checkout is written
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, redis_fsync, redis_trips, swarm_cpu
+    from benchmarks import context_cache, peers_cpu, redis_fsync, redis_trips, swarm_cpu
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
@@ -457,7 +509,8 @@ def main() -> None:
     NOTES[context_cache.TITLE] = context_cache.note(files)
     agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
-    sections = {
+    peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
+    sections: dict[str, list[tuple[str, str]] | str] = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
@@ -465,8 +518,11 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        peers_cpu.TITLE: peers_cpu.run(
+            peer_agents, peer_turns, peer_repeat, where=where, quick=args.quick
+        ),
     }
-    print(write_doc(sections))
+    print(write_doc(sections, where))
 
 
 if __name__ == "__main__":

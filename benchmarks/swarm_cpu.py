@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,16 @@ def _requests(record: Path) -> list[float]:
     return sorted(times)
 
 
-def measure(name: str, argv: list[str], cwd: Path, env: dict[str, str], record: Path) -> Result:
+def measure(
+    name: str,
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    record: Path,
+    verify: Callable[[Path], None] | None = None,
+) -> Result:
+    """Run ``argv`` to its end with its process tree sampled; ``verify`` (if given) is
+    called with the server's request log before the log is cleared for the next run."""
     started = time.time()
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -257,6 +267,8 @@ def measure(name: str, argv: list[str], cwd: Path, env: dict[str, str], record: 
     if proc.returncode != 0:
         raise RuntimeError(f"{name} exited {proc.returncode}: {err[-2000:]}")
     times = _requests(record)
+    if verify is not None:
+        verify(record)
     record.unlink()
     return Result(
         name=name,
