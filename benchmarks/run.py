@@ -507,7 +507,9 @@ def main() -> None:
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
     files = 30 if args.quick else 60
     NOTES[context_cache.TITLE] = context_cache.note(files)
-    agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
+    # K=10, 30, 100 side by side with the peers is its own section (peers_cpu); here
+    # the packings are compared
+    agents, turns = (4, [10]) if args.quick else (10, [30])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
     peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
     sections: dict[str, list[tuple[str, str]] | str] = {

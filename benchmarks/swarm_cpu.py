@@ -370,8 +370,8 @@ def compare(agents: int, turns: int, packings: list[str]) -> tuple[Result, dict[
                     str(root / "repo"),
                     str(agents),
                 ],
-                Path(__file__).resolve().parent.parent,
-                env,
+                root,  # not the checkout: an embedded Redis left in its .swarm/ would count
+                {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
                 record,
             )
             run_env = {**env, "OPENAI_BASE_URL": f"{url}/openai/v1", "OPENAI_API_KEY": "bench"}
