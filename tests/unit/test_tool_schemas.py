@@ -168,7 +168,9 @@ def test_docs_tables_are_current() -> None:
         pytest.skip("docs/tools.md holds measured counts; no tokenizer here")
     text = bench.DOC.read_text(encoding="utf-8")
     _, sizes = bench.measure_roles(counter)
-    table = bench.render(counter, sizes, bench.measure_tools(counter))
+    table = bench.render(
+        counter, sizes, bench.measure_tools(counter), bench.measure_system_prompts(counter)
+    )
     hint = "docs/tools.md is stale: run `python -m benchmarks.tool_schemas`"
     assert f"{bench.START}\n{table}\n{bench.END}" in text, hint
     assert f"{bench.PARAMS_START}\n{bench.render_params()}\n{bench.PARAMS_END}" in text, hint
