@@ -43,7 +43,8 @@ def new_run_id(name: str) -> str:
 def display_mode(json_events: bool, no_dashboard: bool) -> str:
     if json_events:
         return "json"
-    if no_dashboard or not sys.stdout.isatty():
+    # the interactive dashboard draws on stderr (Textual's terminal): both must be one
+    if no_dashboard or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return "plain"
     return "live"
 

@@ -55,6 +55,27 @@ class State:
         self.error = ""
 
 
+class _Capture:
+    """Textual's capture of print() while it runs, with the real file descriptor behind
+    it: in the coordinator's process Ray (re)starts under the dashboard, and ray.init
+    enables faulthandler on sys.stderr's descriptor (Textual's own says -1)."""
+
+    def __init__(self, inner: Any, fd: int) -> None:
+        self.inner, self.fd = inner, fd
+
+    def write(self, text: str) -> None:
+        self.inner.write(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+
 class ConfirmStop(ModalScreen[bool]):
     BINDINGS = [
         Binding("y", "answer(True)", "yes, stop"),
@@ -271,6 +292,8 @@ class DashboardApp(App[str]):
         on_interrupt: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self._capture_stdout = _Capture(self._capture_stdout, 1)  # type: ignore[assignment]
+        self._capture_stderr = _Capture(self._capture_stderr, 2)  # type: ignore[assignment]
         self.board = board
         self.finished = stop
         self.hosts_run = hosts_run
