@@ -1,0 +1,146 @@
+"""The interactive dashboard's keys on a real terminal (tmux), on a real swarm: detach
+with q while the run goes on (even once its terminal is closed), re-attach with
+`swarm watch`, read an agent's conversation, see the topology, survive a resize."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from swarm.blackboard.board import Blackboard
+from swarm.blackboard.connection import RedisHandle
+from swarm.llmstub import StubScript, StubServer
+from tests.e2e.tuirun import Pane, prepare, reap, swarm_command, swarm_env, tmux
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """\
+name: tui-test
+goal: be watched
+model: anthropic/claude-sonnet-5-5
+topology: {kind: custom, edges: [[lead, dev]]}
+agents:
+  - {name: lead, role: developer}
+  - {name: dev, role: developer}
+phases:
+  - name: "Phase 1: Plan"
+    tasks:
+      - {id: plan, title: Plan it, agent: lead}
+  - name: "Phase 2: Build"
+    tasks:
+      - {id: build, title: Build it, agent: dev, needs: [plan]}
+"""
+
+
+def script(plan_sleep: int, build_sleep: int) -> StubScript:
+    def bash(cmd: str) -> dict[str, object]:
+        return {"name": "bash", "input": {"command": cmd}}
+
+    return StubScript.model_validate(
+        {
+            "conversations": [
+                {
+                    "agent": "lead",
+                    "task": "plan",
+                    "turns": [
+                        {
+                            "text": "Telling dev what to build.",
+                            "tool_calls": [
+                                {"name": "send_message", "input": {"to": "dev", "body": "build it"}}
+                            ],
+                        },
+                        {"tool_calls": [bash(f"sleep {plan_sleep}")]},
+                        {"text": "planned"},
+                    ],
+                },
+                {
+                    "agent": "dev",
+                    "task": "build",
+                    "turns": [{"tool_calls": [bash(f"sleep {build_sleep}")]}, {"text": "built"}],
+                },
+            ]
+        }
+    )
+
+
+def stored(redis_url: str, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    async def read() -> tuple[dict[str, str], dict[str, str]]:
+        board = Blackboard(redis_url, run_id)
+        try:
+            return await board.meta(), {t.id: t.status for t in await board.tasks()}
+        finally:
+            await board.close()
+
+    return asyncio.run(read())
+
+
+def test_detach_reattach_conversation_topology(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    prepare(tmp_path, CONFIG)
+    run_id = f"tui-{os.getpid()}-{int(time.time())}"
+    with StubServer(script(plan_sleep=25, build_sleep=12)) as stub:
+        env = swarm_env(stub.base_url, redis_handle.url)
+        launch = Pane(
+            f"tui-l-{tmp_path.name}",
+            swarm_command("launch", "swarm.yaml", "--repo", "repo", "--run-id", run_id),
+            env,
+            tmp_path,
+        )
+        watch: Pane | None = None
+        try:
+            # the lead runs its command, the dev waits for it: both shown from stored state
+            launch.wait_for(
+                lambda f: (
+                    "waiting for plan" in f
+                    and any("lead" in line and "bash" in line for line in f.splitlines())
+                )
+            )
+            frame = launch.capture()
+            assert "tui-test" in frame and f"run {run_id}" in frame and "running" in frame
+            assert "Phase 1: Plan" in frame and "0%" in frame
+
+            # enter: the selected agent's (lead, the first) conversation, folded
+            launch.keys("Enter")
+            frame = launch.wait_for("conversation of lead on task plan")
+            launch.wait_for(lambda f: "→ send_message dev" in f and "→ bash sleep 25" in f)
+            launch.keys("Escape")
+            launch.wait_for(lambda f: "waiting for plan" in f and "conversation of lead" not in f)
+
+            # t: the topology, the message sent along its one edge
+            launch.keys("t")
+            frame = launch.wait_for("topology custom: 2 agents, 1 edges, 1 carried messages")
+            assert "[lead]" in frame and "[dev]" in frame and "lead → dev" in frame
+            launch.keys("Escape")
+
+            # a resize redraws; the run goes on
+            tmux("resize-window", "-t", launch.name, "-x", "110", "-y", "40")
+            launch.wait_for("waiting for plan")
+
+            # q: the view closes, the run goes on in that process
+            launch.keys("q")
+            launch.wait_for(f"detached: run {run_id} goes on in this process")
+            assert stored(redis_handle.url, run_id)[0]["state"] == "running"
+
+            # swarm watch re-attaches from another terminal
+            watch = Pane(f"tui-w-{tmp_path.name}", swarm_command("watch", run_id), env, tmp_path)
+            watch.wait_for(lambda f: f"run {run_id}" in f and "running" in f and "lead" in f)
+
+            # closing the detached run's terminal does not end the run
+            hosts = launch.processes()
+            assert hosts, "the launch process is not in its pane"
+            launch.kill()
+            watch.wait_for(lambda f: "dev" in f and "build" in f, timeout=90)
+            watch.wait_for("EXIT=0", timeout=120)  # watch ends when the run does
+            meta, tasks = stored(redis_handle.url, run_id)
+            assert meta["state"] == "completed", meta.get("reason")
+            assert tasks == {"plan": "completed", "build": "completed"}
+            # and the detached process then ended by itself, with all it started
+            assert reap(hosts, grace_s=60) == []
+        finally:
+            launch.kill()
+            if watch is not None:
+                watch.kill()
+            reap(launch.processes(), grace_s=0)
