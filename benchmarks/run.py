@@ -431,13 +431,15 @@ def main() -> None:
     args = parser.parse_args()
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, redis_fsync, swarm_cpu
+    from benchmarks import context_cache, dashboard_idle, redis_fsync, swarm_cpu
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     files = 30 if args.quick else 60
     NOTES[context_cache.TITLE] = context_cache.note(files)
     agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
+    idle_s = 5.0 if args.quick else 20.0
+    NOTES[dashboard_idle.TITLE] = dashboard_idle.note(idle_s)
     sections = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
@@ -445,6 +447,7 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        dashboard_idle.TITLE: dashboard_idle.measure(idle_s),
     }
     print(write_doc(sections))
 
