@@ -17,9 +17,10 @@ event), so two people answering at once get one ``True`` and one ``False``.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -30,6 +31,12 @@ Decision = Literal["allow", "deny"]
 Remember = Literal["once", "always"]
 
 TIMED_OUT = "No one answered the approval request in time (timed out after {:g}s)."
+DETACHED = "Everyone who could answer the approval request detached before answering."
+UNATTENDED = (
+    "No one is attached to approve it (a dashboard or `swarm serve`) and no "
+    "`approvals.timeout_s` is configured, so it was denied."
+)
+SUMMARY_CHARS = 500
 _BLOCK_S = 5.0  # one blocking read; below the connection's socket timeout (20 s)
 _ANSWER_TTL_S = 24 * 3600  # a wake-up list nobody read is dropped after a day
 
@@ -181,11 +188,15 @@ async def withdraw(board: Blackboard, approval_id: str) -> bool:
     return bool(await script(args=[board.k.prefix, approval_id]))
 
 
-async def wait(board: Blackboard, approval_id: str, timeout_s: float) -> tuple[str, str]:
+async def wait(
+    board: Blackboard, approval_id: str, timeout_s: float, *, while_attended: bool = False
+) -> tuple[str, str]:
     """Wait for the answer: (decision, message). A timeout denies (stored as the answer,
-    so a late answer is refused) with a message saying so."""
+    so a late answer is refused) with a message saying so; so does, with
+    ``while_attended``, the moment no one is attached any more."""
     deadline = time.monotonic() + timeout_s
     wake = f"{board.k.prefix}:approval:{approval_id}"
+    message = TIMED_OUT.format(timeout_s)
     while True:
         ans = await answer_of(board, approval_id)
         if ans is not None:
@@ -193,9 +204,11 @@ async def wait(board: Blackboard, approval_id: str, timeout_s: float) -> tuple[s
         left = deadline - time.monotonic()
         if left <= 0:
             break
+        if while_attended and not await attended(board):
+            message = DETACHED
+            break
         # BLPOP's timeout is in seconds (fractions allowed since Redis 6)
         await board.r.blpop([wake], timeout=max(0.01, min(left, _BLOCK_S)))
-    message = TIMED_OUT.format(timeout_s)
     if await answer(board, approval_id, "deny", "once", message, by="timeout"):
         return "deny", message
     ans = await answer_of(board, approval_id)  # answered meanwhile, or withdrawn
@@ -249,3 +262,41 @@ async def keep_attached(board: Blackboard, who: str, ttl_s: float = 30.0) -> Non
             await asyncio.shield(detach(board, who))
         except Exception:  # best effort: the entry lapses on its own
             pass
+
+
+def denial_note(ans: Answer | None, message: str) -> str:
+    """What the model is told about a refused ``ask``."""
+    if ans is not None and ans.by == "person":
+        said = ans.message.strip()
+        return (
+            f'the person reviewing it denied it, saying: "{said}"'
+            if said
+            else ("the person reviewing it denied it.")
+        )
+    return message
+
+
+def summarise(tool: str, subject: str, args: dict[str, Any], redact_values: list[str]) -> str:
+    """The call as a person sees it: the command, the path and what changes, or the
+    arguments; secrets redacted, at most SUMMARY_CHARS characters."""
+    from swarm.secrets import redact
+
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n] + "..."
+
+    if tool == "bash":
+        text = subject
+    elif tool in ("write", "edit", "multiedit") and isinstance(args.get("file_path"), str):
+        if tool == "write":
+            detail = f"{len(str(args.get('content', '')))} characters"
+        elif tool == "edit":
+            old, new = str(args.get("old_string", "")), str(args.get("new_string", ""))
+            detail = f"replace {cut(old, 120)!r} with {cut(new, 120)!r}"
+        else:
+            detail = f"{len(args.get('edits') or [])} edits"
+        text = f"{subject}: {detail}"
+    elif args:
+        text = json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)
+    else:
+        text = subject
+    return cut(redact(text, redact_values), SUMMARY_CHARS)
