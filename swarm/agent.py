@@ -802,7 +802,7 @@ class AgentLoop:
                     {
                         "tool": call.name,
                         "is_error": out.is_error,
-                        "summary": _summary(call.name, call.input),
+                        "summary": redact(_summary(call.name, call.input), self._secrets),
                         **_small(out.meta),
                     },
                 )
