@@ -149,6 +149,7 @@ def create_app(
         """Start a swarm, validated as `swarm launch` validates it (a bad config is a 422
         naming the file, line and field)."""
         run_id = await start_run(body, workdir, redis_url, procs)
+        await with_run(run_id, lambda board: approvals.attach(board, me, ATTACH_TTL_S))
         return RunState(run_id=run_id, state="running")
 
     @app.get("/runs", response_model=RunList, responses=ERRORS, tags=["runs"])
@@ -212,6 +213,7 @@ def create_app(
 
         async def go(board: Blackboard) -> RunState:
             await resume_run(board, procs)
+            await approvals.attach(board, me, ATTACH_TTL_S)
             return RunState(run_id=run_id, state="running")
 
         return await with_run(run_id, go)

@@ -100,8 +100,8 @@ def prepare_start(req: StartRun, workdir: Path) -> tuple[Path, Path | None, str]
         if not req.config.strip() or "\0" in req.config:
             raise ApiError(422, "bad_input", "config: a path of a YAML config is required")
         path = resolve_config(Path(req.config))
-        if not path.is_absolute():
-            path = workdir / path
+        if not path.is_absolute() and workdir.resolve() != Path.cwd().resolve():
+            path = workdir / path  # else relative, so messages name it as given
     try:
         loaded = load_config(path)
         run_id = req.run_id or new_run_id(loaded.config.name)
@@ -109,7 +109,9 @@ def prepare_start(req: StartRun, workdir: Path) -> tuple[Path, Path | None, str]
         if req.repo is not None:
             if not req.repo.strip() or "\0" in req.repo:
                 raise BadInput("repo: must be a directory path")
-            repo = workdir / req.repo
+            repo = Path(req.repo)
+            if not repo.is_absolute() and workdir.resolve() != Path.cwd().resolve():
+                repo = workdir / repo
         elif inline:  # an inline config's `repo` is relative to the server's directory
             repo = workdir / loaded.config.repo
         else:
