@@ -18,6 +18,7 @@ from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle
 from tests.e2e.serveharness import TOKEN, read_frames, served
 from tests.e2e.swarmrun import new_run_id
+from tests.faults.harness import free_port, kill_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -298,3 +299,30 @@ def test_report_and_listing(tmp_path: Path, redis_handle: RedisHandle) -> None:
         )
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == api_status  # the same JSON as `swarm status --json`
+
+
+def test_remote_bind_with_the_flag_warns(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm.cli", "serve", "--host", "0.0.0.0", "--port", str(port)]
+        + ["--allow-remote"],
+        cwd=tmp_path,
+        env={**os.environ, "REDIS_URL": redis_handle.url, "SWARM_SERVER_TOKEN": TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = 0
+        while time.monotonic() < deadline and not status:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status == 200
+    finally:
+        kill_tree(proc.pid)
+        out, _ = proc.communicate(timeout=10)
+    assert "warning: swarm serve listens on 0.0.0.0" in out
+    assert TOKEN not in out  # a token from the environment is never printed
