@@ -269,7 +269,7 @@ def denial_note(ans: Answer | None, message: str) -> str:
     if ans is not None and ans.by == "person":
         said = ans.message.strip()
         return (
-            f'the person reviewing it denied it, saying: "{said}"'
+            f'the person reviewing it denied it, saying: "{said}".'
             if said
             else ("the person reviewing it denied it.")
         )
