@@ -326,3 +326,51 @@ def test_remote_bind_with_the_flag_warns(tmp_path: Path, redis_handle: RedisHand
         out, _ = proc.communicate(timeout=10)
     assert "warning: swarm serve listens on 0.0.0.0" in out
     assert TOKEN not in out  # a token from the environment is never printed
+
+
+def test_stop_while_a_call_waits_then_resume_asks_again(
+    tmp_path: Path, redis_handle: RedisHandle
+) -> None:
+    calls = [
+        {"name": "bash", "input": {"command": "echo once >> ran.log"}},
+        {"name": "bash", "input": {"command": "touch approved"}},
+    ]
+    one = {"conversations": [{"task": "t0", "turns": [{"tool_calls": calls}, {"text": "done"}]}]}
+    cfg = config(1, APPROVALS).replace("count: 2", "count: 1")
+    with served(tmp_path, one, redis_handle.url, cfg) as s:
+        run_id = new_run_id("askstop")
+        s.start_run(run_id)
+        with s.client() as c:
+            first = _pending(c, run_id)
+            assert c.post(f"/runs/{run_id}/stop").json()["state"] == "stopping"
+            s.wait_state(run_id, {"interrupted"})
+            deadline = time.monotonic() + 60
+            while c.get(f"/runs/{run_id}/approvals").json()["approvals"]:
+                assert time.monotonic() < deadline, "the question was not withdrawn"
+                time.sleep(0.2)
+            assert not (s.repo / "approved").exists()
+            while (r := c.post(f"/runs/{run_id}/resume")).status_code == 409:
+                assert time.monotonic() < deadline + 60, r.text
+                time.sleep(0.5)
+            assert r.status_code == 200, r.text
+            second = _pending(c, run_id)  # asked again after the resume
+            assert second["id"] != first["id"] and second["summary"] == first["summary"]
+            r = c.post(f"/runs/{run_id}/approvals/{second['id']}", json={"decision": "allow"})
+            assert r.status_code == 200
+            snap = s.wait_state(run_id, {"completed", "failed"})
+        assert snap["state"] == "completed"
+        assert (s.repo / "approved").exists()
+        assert (s.repo / "ran.log").read_text() == "once\n"  # the call before it ran once
+        texts = [json.dumps(m) for m in s.requests_log()[-1]["body"]["messages"]]
+        assert not any("interrupted" in t for t in texts)
+
+
+def _pending(c: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = c.get(f"/runs/{run_id}/approvals").json()["approvals"]
+        if found:
+            assert len(found) == 1
+            return dict(found[0])
+        time.sleep(0.1)
+    raise AssertionError("no approval was requested")
