@@ -645,6 +645,11 @@ def stub_serve(
         _fail(exc)
 
 
+from swarm.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
+
+
 def main() -> None:
     try:
         app()
