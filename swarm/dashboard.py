@@ -64,6 +64,10 @@ def describe(e: Event) -> str:
         return str(d.get("reason") or d.get("kind") or "")
     if e.type == "retry_started":
         return f"retry after: {str(d.get('previous_error', ''))[:100]}"
+    if e.type == "approval_requested":
+        return f"asks: {d.get('summary', d.get('tool', ''))} (rule {d.get('rule')}); press a"
+    if e.type == "approval_answered":
+        return f"{d.get('tool')}: {d.get('decision')} ({d.get('remember')}) by {d.get('by')}"
     if e.type == "run_finished":
         return f"{d.get('state')} {d.get('reason', '')}".strip()
     return json.dumps(d)[:120] if d else ""
@@ -135,6 +139,7 @@ async def follow(
         except Exception as exc:  # the terminal went away: the run goes on without a view
             outcome = "failed"
             print(f"warning: the dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await app.release()
         last = app.last
         if outcome != "detached" and outcome != "failed":
             return

@@ -21,6 +21,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
+from swarm import approvals
 from swarm.blackboard.board import Blackboard, Event
 from swarm.dashboard import STATUS_STYLE, describe
 from swarm.status import Snapshot, snapshot
@@ -30,15 +31,6 @@ from swarm.tui.canvas import draw
 REDRAW_S = 0.25  # at most 4 redraws a second from new data
 IDLE_REFRESH_MS = 1000  # without events, the elapsed clock still moves once a second
 ATTEND_TTL_S = 30
-
-
-def approvals_api() -> Any:
-    """swarm.approvals, when this build has it."""
-    try:
-        from swarm import approvals  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return approvals
 
 
 class State:
@@ -224,8 +216,6 @@ class ApprovalsScreen(Screen[None]):
         pending = state.approvals
         self.index = max(0, min(self.index, len(pending) - 1))
         out = Text()
-        if approvals_api() is None:
-            out.append("approvals are not available in this build\n", "red")
         out.append(
             f"{len(pending)} pending approval(s): y allow   n deny   A always allow\n\n", "bold"
         )
@@ -243,13 +233,14 @@ class ApprovalsScreen(Screen[None]):
         self.index += step
         self.on_data(self.app.state)  # type: ignore[attr-defined]
 
-    async def action_answer(self, decision: str, remember: str) -> None:
-        api = approvals_api()
+    async def action_answer(
+        self, decision: approvals.Decision, remember: approvals.Remember
+    ) -> None:
         pending = self.app.state.approvals  # type: ignore[attr-defined]
-        if api is None or not pending:
+        if not pending:
             return
         a = pending[self.index]
-        ok = await api.answer(self.board, a.id, decision, remember=remember)
+        ok = await approvals.answer(self.board, a.id, decision, remember=remember)
         verb = {"allow": "allowed", "deny": "denied"}[decision]
         self.note = (
             f"{verb}{' always' if remember == 'always' else ''}: {a.tool} for {a.agent}"
@@ -318,16 +309,15 @@ class DashboardApp(App[str]):
 
     # -- data --------------------------------------------------------------------------
     async def _feed(self) -> None:
-        api = approvals_api()
         attended_at = 0.0
         while True:
             t0 = time.monotonic()
             done = self.finished.is_set()
             try:
-                await self._load(api)
+                await self._load()
                 self.state.error = ""
-                if api is not None and time.monotonic() - attended_at > ATTEND_TTL_S / 3:
-                    await api.attach(self.board, self.who, ATTEND_TTL_S)
+                if time.monotonic() - attended_at > ATTEND_TTL_S / 3:
+                    await approvals.attach(self.board, self.who, ATTEND_TTL_S)
                     attended_at = time.monotonic()
             except Exception as exc:  # a Redis outage: say so, keep the last state
                 self.state.error = f"{type(exc).__name__}: {exc}"[:200]
@@ -342,7 +332,7 @@ class DashboardApp(App[str]):
                     )
             await asyncio.sleep(max(0.0, REDRAW_S - (time.monotonic() - t0)))
 
-    async def _load(self, api: Any) -> None:
+    async def _load(self) -> None:
         while True:
             events = await self.board.events(after=self.last, count=1000)
             if not events:
@@ -360,8 +350,14 @@ class DashboardApp(App[str]):
         if not self.state.meta:
             self.state.meta = await self.board.meta()
         self.state.tools = await model.current_tools(self.board, snap)
-        if api is not None:
-            self.state.approvals = list(await api.pending(self.board))
+        self.state.approvals = list(await approvals.pending(self.board))
+
+    async def release(self) -> None:
+        """The view is closed: the run is no longer attended by it (a question waiting
+        for a person is then denied unless someone else is attached or approvals.timeout_s
+        is set)."""
+        with contextlib.suppress(Exception):
+            await approvals.detach(self.board, self.who)
 
     # -- drawing -----------------------------------------------------------------------
     def _update(self, widget_id: str, key: Any, renderable: Any) -> None:

@@ -31,6 +31,7 @@ NOTABLE = frozenset(
         "task_requeued",
         "approval_requested",
         "approval_answered",
+        "approval_withdrawn",
         "run_finished",
     }
 )

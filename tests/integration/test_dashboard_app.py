@@ -213,3 +213,41 @@ async def test_the_run_ending_closes_the_view(board: Blackboard) -> None:
                 break
             await asyncio.sleep(0.05)
     assert app.return_value == "finished"
+
+
+async def test_a_answers_pending_approvals_while_attended(board: Blackboard) -> None:
+    from swarm import approvals
+    from swarm.tui.app import ApprovalsScreen
+
+    await stored_run(board)
+    push = await approvals.request(
+        board, agent="core-dev", task="core-traits", tool="bash", summary="git push", rule="git*"
+    )
+    rm = await approvals.request(
+        board, agent="tui-dev", task="tui", tool="bash", summary="rm -r build", rule="rm*"
+    )
+    app = DashboardApp(board, asyncio.Event())
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot)
+        assert await approvals.attended(board)  # an open dashboard can answer
+        assert "2 approval(s) pending: press a" in text_of(app, "header")
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ApprovalsScreen)
+        shown = text_of(app, "approvals")
+        assert "core-dev [core-traits] bash: git push  (rule git*)" in shown
+        assert "tui-dev [tui] bash: rm -r build" in shown
+        await pilot.press("A")  # always allow the first
+        await pilot.pause()
+        assert "allowed always: bash for core-dev" in text_of(app, "approvals")
+        await pilot.press("n")  # deny the other
+        await pilot.pause()
+        ans = await approvals.answer_of(board, push.id)
+        assert ans is not None and (ans.decision, ans.remember) == ("allow", "always")
+        ans = await approvals.answer_of(board, rm.id)
+        assert ans is not None and ans.decision == "deny"
+        assert await approvals.pending(board) == []
+        await pilot.press("escape")
+        await pilot.press("q")
+    await app.release()
+    assert not await approvals.attended(board)
