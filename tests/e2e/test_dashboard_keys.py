@@ -5,6 +5,7 @@ with q while the run goes on (even once its terminal is closed), re-attach with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -144,3 +145,61 @@ def test_detach_reattach_conversation_topology(tmp_path: Path, redis_handle: Red
             if watch is not None:
                 watch.kill()
             reap(launch.processes(), grace_s=0)
+
+
+ASK_CONFIG = """\
+name: tui-ask
+goal: ask a person
+model: anthropic/claude-sonnet-5-5
+permissions:
+  bash: {"*": allow, "echo approved*": ask, "echo refused*": ask}
+agents:
+  - {name: dev, role: developer}
+phases:
+  - name: "Phase 1: Ship"
+    tasks:
+      - {id: ship, title: Ship it, agent: dev}
+"""
+
+
+def test_a_approves_one_call_and_denies_another(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    prepare(tmp_path, ASK_CONFIG)
+    run_id = f"tui-ask-{os.getpid()}-{int(time.time())}"
+    bash = [
+        {"tool_calls": [{"name": "bash", "input": {"command": cmd}}]}
+        for cmd in ("echo approved-$((6*7))", "echo refused-$((6*8))")
+    ]
+    stub_script = StubScript.model_validate(
+        {"conversations": [{"turns": [*bash, {"text": "shipped"}]}]}
+    )
+    with StubServer(stub_script) as stub:
+        env = swarm_env(stub.base_url, redis_handle.url)
+        launch = Pane(
+            f"tui-a-{tmp_path.name}",
+            swarm_command("launch", "swarm.yaml", "--repo", "repo", "--run-id", run_id),
+            env,
+            tmp_path,
+        )
+        try:
+            # the dashboard attended the run, so the ask waits for it
+            launch.wait_for("1 approval(s) pending: press a")
+            launch.keys("a")
+            launch.wait_for("dev [ship] bash: echo approved-$((6*7))  (rule echo approved*)")
+            launch.keys("y")
+            launch.wait_for("allowed: bash for dev")
+            launch.wait_for("dev [ship] bash: echo refused-$((6*8))")
+            launch.keys("n")
+            launch.wait_for("denied: bash for dev")
+            launch.keys("Escape")
+            final = launch.wait_for("EXIT=0")
+            assert "tasks: 1/1 completed" in final
+            requests = stub.requests.snapshot()
+        finally:
+            launch.kill()
+            reap(launch.processes(), grace_s=0)
+    meta, tasks = stored(redis_handle.url, run_id)
+    assert meta["state"] == "completed" and tasks == {"ship": "completed"}
+    # what the model saw: the allowed call's output, the denied call's refusal
+    seen = json.dumps(requests[-1].body["messages"])
+    assert "approved-42" in seen
+    assert "refused-48" not in seen and "denied it" in seen
