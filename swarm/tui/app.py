@@ -412,8 +412,11 @@ class DashboardApp(App[str]):
             return
         self.selected = max(0, min(self.selected, len(snap.agents) - 1))
         table = Table(box=None, header_style="bold", expand=True)
-        for col in ("agent", "status", "task", "tool", "todo", "turns", "tokens", "$"):
-            table.add_column(col, justify="right" if col in ("turns", "$") else "left")
+        # compactions only once there are any: a narrow terminal has no room to spare
+        ctx = any(a.compactions for a in snap.agents)
+        columns = ["agent", "status", "task", "tool", "todo", "turns", *(["ctx"] if ctx else [])]
+        for col in [*columns, "tokens", "$"]:
+            table.add_column(col, justify="right" if col in ("turns", "ctx", "$") else "left")
         key = []
         for i, a in enumerate(snap.agents):
             status = model.agent_status(a)
@@ -424,6 +427,7 @@ class DashboardApp(App[str]):
                 self.state.tools.get(a.name, "") or "-",
                 model.agent_todo(a) or "-",
                 str(a.turns),
+                *([str(a.compactions or "-")] if ctx else []),
                 f"{a.input_tokens:,}/{a.output_tokens:,}",
                 f"{a.usd:.4f}",
             )

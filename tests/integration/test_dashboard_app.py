@@ -76,7 +76,9 @@ async def stored_run(board: Blackboard) -> None:
             ],
         },
     ]
-    await board.record_turn("core-dev", "core-traits", session, usage={"usd": 0.5, "turns": 2})
+    await board.record_turn(
+        "core-dev", "core-traits", session, usage={"usd": 0.5, "turns": 2, "compactions": 1}
+    )
     await board.emit(
         "context_compacted",
         "core-traits",
@@ -119,6 +121,7 @@ async def test_main_view_shows_stored_state(board: Blackboard) -> None:
         assert "waiting for core-traits, sessions" in agents
         core = next(line for line in agents.splitlines() if "core-dev" in line)
         assert "bash" in core and "1/2 Test it" in core
+        assert "ctx" in agents.splitlines()[0]  # compactions: a column once there are any
         done = next(line for line in agents.splitlines() if "doc-writer" in line)
         assert "Test it" not in done  # a finished agent's todo is not in progress
         events = text_of(app, "events")
