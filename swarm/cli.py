@@ -501,9 +501,12 @@ def watch(
                 await board.wait_events(await board.last_event_id(), 1000)
             stop.set()
 
-        await asyncio.gather(
-            follow(board, display_mode(json_events, False), stop), until_finished()
-        )
+        mode = display_mode(json_events, False)
+        await asyncio.gather(follow(board, mode, stop), until_finished())
+        if mode != "json":  # the dashboard's screen is gone: how the run ended
+            from swarm.dashboard import ended_line
+
+            print(await ended_line(board))
 
     try:
         asyncio.run(_with_board(run, go))

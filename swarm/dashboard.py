@@ -73,6 +73,19 @@ def describe(e: Event) -> str:
     return json.dumps(d)[:120] if d else ""
 
 
+async def ended_line(board: Blackboard) -> str:
+    from swarm.status import snapshot
+
+    snap = await snapshot(board)
+    done = sum(t.status == "completed" for t in snap.tasks)
+    failed = sum(t.status == "failed" for t in snap.tasks)
+    reason = f" ({snap.reason})" if snap.reason else ""
+    return (
+        f"run {snap.run_id}: {snap.state}{reason}; tasks {done}/{len(snap.tasks)} completed, "
+        f"{failed} failed; details: swarm status {snap.run_id}"
+    )
+
+
 def worth_a_line(e: Event) -> bool:
     """Plain mode prints every event except routine status flips (idle, working, done),
     which the task and turn events already tell."""

@@ -134,7 +134,8 @@ def test_detach_reattach_conversation_topology(tmp_path: Path, redis_handle: Red
             assert hosts, "the launch process is not in its pane"
             launch.kill()
             watch.wait_for(lambda f: "dev" in f and "build" in f, timeout=90)
-            watch.wait_for("EXIT=0", timeout=120)  # watch ends when the run does
+            final = watch.wait_for("EXIT=0", timeout=120)  # watch ends when the run does
+            assert f"run {run_id}: completed; tasks 2/2 completed, 0 failed" in final
             meta, tasks = stored(redis_handle.url, run_id)
             assert meta["state"] == "completed", meta.get("reason")
             assert tasks == {"plan": "completed", "build": "completed"}
@@ -203,3 +204,27 @@ def test_a_approves_one_call_and_denies_another(tmp_path: Path, redis_handle: Re
     seen = json.dumps(requests[-1].body["messages"])
     assert "approved-42" in seen
     assert "refused-48" not in seen and "denied it" in seen
+
+
+def test_ctrl_c_in_the_dashboard_interrupts_the_run(
+    tmp_path: Path, redis_handle: RedisHandle
+) -> None:
+    prepare(tmp_path, CONFIG)
+    run_id = f"tui-int-{os.getpid()}-{int(time.time())}"
+    with StubServer(script(plan_sleep=60, build_sleep=1)) as stub:
+        launch = Pane(
+            f"tui-i-{tmp_path.name}",
+            swarm_command("launch", "swarm.yaml", "--repo", "repo", "--run-id", run_id),
+            swarm_env(stub.base_url, redis_handle.url),
+            tmp_path,
+        )
+        try:
+            launch.wait_for("waiting for plan")
+            launch.keys("C-c")
+            final = launch.wait_for("EXIT=", timeout=60)
+        finally:
+            launch.kill()
+            reap(launch.processes(), grace_s=0)
+    assert "EXIT=130" in final, final  # as Ctrl-C without a dashboard: state kept
+    meta, tasks = stored(redis_handle.url, run_id)
+    assert meta["state"] == "interrupted" and tasks["plan"] in ("claimed", "ready")
