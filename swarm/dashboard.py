@@ -113,7 +113,7 @@ class _Guarded:
         try:
             self.out.write(text)
         except (OSError, ValueError):
-            self.broken = True
+            self._broke()
 
     def flush(self) -> None:
         if self.broken:
@@ -121,7 +121,20 @@ class _Guarded:
         try:
             self.out.flush()
         except (OSError, ValueError):
-            self.broken = True
+            self._broke()
+
+    def _broke(self) -> None:
+        """The reader is gone. Later prints of this process (the run's summary) and the
+        interpreter's last flush go to /dev/null instead of failing (Python would exit
+        120 on a flush error, not with the run's exit code)."""
+        self.broken = True
+        if self.out is sys.stdout:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except (OSError, ValueError):
+                pass
 
 
 async def follow(

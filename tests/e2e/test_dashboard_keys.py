@@ -15,7 +15,9 @@ import pytest
 from swarm.blackboard.board import Blackboard
 from swarm.blackboard.connection import RedisHandle
 from swarm.llmstub import StubScript, StubServer
+from tests.e2e.swarmrun import start_swarm
 from tests.e2e.tuirun import Pane, prepare, reap, swarm_command, swarm_env, tmux
+from tests.faults.harness import kill_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -228,3 +230,22 @@ def test_ctrl_c_in_the_dashboard_interrupts_the_run(
     assert "EXIT=130" in final, final  # as Ctrl-C without a dashboard: state kept
     meta, tasks = stored(redis_handle.url, run_id)
     assert meta["state"] == "interrupted" and tasks["plan"] in ("claimed", "ready")
+
+
+def test_a_closed_pipe_does_not_stop_the_run(tmp_path: Path, redis_handle: RedisHandle) -> None:
+    """`swarm launch ... | head -n 1`: the plain lines' reader goes away at once."""
+    prepare(tmp_path, CONFIG)
+    run_id = f"tui-pipe-{os.getpid()}-{int(time.time())}"
+    with StubServer(script(plan_sleep=2, build_sleep=1)) as stub:
+        proc = start_swarm(tmp_path, stub, redis_handle.url, run_id)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline()
+            proc.stdout.close()  # the pipe's reader is gone
+            code = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+    meta, tasks = stored(redis_handle.url, run_id)
+    assert meta["state"] == "completed" and tasks == {"plan": "completed", "build": "completed"}
+    assert code == 0  # the run's exit code, not a failed flush's
