@@ -333,7 +333,10 @@ class DashboardApp(App[str]):
             await asyncio.sleep(max(0.0, REDRAW_S - (time.monotonic() - t0)))
 
     async def _load(self) -> None:
-        while True:
+        # a long run's history is read a few thousand events a round, so the first
+        # draw does not wait for all of it (the next round starts at once while some
+        # remain: wait_events returns immediately)
+        for _ in range(5):
             events = await self.board.events(after=self.last, count=1000)
             if not events:
                 break
