@@ -256,6 +256,7 @@ class DashboardApp(App[str]):
     on) or 'quit' (q in a viewer that hosts no run)."""
 
     TITLE = "swarm"
+    ENABLE_COMMAND_PALETTE = False  # every action has its key
     CSS = """
     #header { height: auto; padding: 0 1; background: $boost; }
     #phases, #agents, #events { height: auto; padding: 0 1; }
