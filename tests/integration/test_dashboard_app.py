@@ -226,6 +226,7 @@ async def test_a_answers_pending_approvals_while_attended(board: Blackboard) -> 
     push = await approvals.request(
         board, agent="core-dev", task="core-traits", tool="bash", summary="git push", rule="git*"
     )
+    await asyncio.sleep(0.01)  # pending approvals are listed oldest first
     rm = await approvals.request(
         board, agent="tui-dev", task="tui", tool="bash", summary="rm -r build", rule="rm*"
     )
