@@ -80,8 +80,11 @@ def header_lines(snap: Snapshot, now_ms: int | None = None) -> list[str]:
 
 
 def phase_percent(total: int, completed: int) -> int:
-    """Completed share of a phase's tasks, as the progress report counts it."""
-    return round(100 * completed / total) if total else 0
+    """Completed share of a phase's tasks, as the progress report counts it (rounded
+    down: 100 only when every task is completed)."""
+    from swarm.report import percent
+
+    return percent(completed, total)
 
 
 def agent_status(a: AgentRow) -> str:
