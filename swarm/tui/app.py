@@ -155,6 +155,11 @@ class ConversationScreen(Screen[None]):
 class TopologyScreen(Screen[None]):
     BINDINGS = [Binding("escape,t", "app.pop_screen", "back")]
 
+    def __init__(self, board: Blackboard) -> None:
+        super().__init__()
+        self.board = board
+        self.recent: list[model.Sent] = []  # the latest messages, with their text
+
     def compose(self) -> ComposeResult:
         yield Static(id="topo-title")
         yield Static(id="topo")
@@ -182,10 +187,26 @@ class TopologyScreen(Screen[None]):
         size = self.size
         height = max(6, size.height - 14)
         self.query_one("#topo", Static).update(draw(topo, size.width - 2, height))
-        recent = Text("recent messages:\n" if topo.recent else "no messages sent yet\n", "bold")
-        for s in topo.recent:
+        if [(s.ts, s.sender, s.to) for s in topo.recent] != [
+            (s.ts, s.sender, s.to) for s in self.recent
+        ]:
+            self.recent = topo.recent
+            self.run_worker(self._bodies(topo.recent), exclusive=True, group="bodies")
+        self._show_recent()
+
+    async def _bodies(self, sent: list[model.Sent]) -> None:
+        with contextlib.suppress(Exception):  # Redis away: the messages without their text
+            self.recent = await model.with_bodies(self.board, sent)
+            self._show_recent()
+
+    def _show_recent(self) -> None:
+        recent = Text("recent messages:\n" if self.recent else "no messages sent yet\n", "bold")
+        for s in self.recent:
             ts = time.strftime("%H:%M:%S", time.localtime(s.ts / 1000))
-            recent.append(f"  {ts} {s.sender} → {s.to}\n", "")
+            body = " ".join(s.body.split())
+            body = body if len(body) <= 100 else body[:99] + "…"
+            recent.append(f"  {ts} {s.sender} → {s.to}", "")
+            recent.append(f"  {body}\n" if body else "\n", "italic")
         self.query_one("#topo-recent", Static).update(recent)
 
 
@@ -344,10 +365,12 @@ class DashboardApp(App[str]):
             self.last = events[-1].id
             self.state.events.extend(events)
             del self.state.events[:-200]
-            self.state.sent.extend(s for e in events if (s := model.sent_of(e)) is not None)
             for e in events:
                 if e.agent and e.task and e.type in ("task_claimed", "task_resumed"):
                     self.state.last_task[e.agent] = e.task
+                sent = model.sent_of(e, self.state.last_task.get(e.agent, ""))
+                if sent is not None:
+                    self.state.sent.append(sent)
             del self.state.sent[:-5000]
         snap = await snapshot(self.board)
         self.state.snap = snap
@@ -477,7 +500,7 @@ class DashboardApp(App[str]):
         self.push_screen(ApprovalsScreen(self.board))
 
     def action_topology(self) -> None:
-        self.push_screen(TopologyScreen())
+        self.push_screen(TopologyScreen(self.board))
 
     def action_conversation(self) -> None:
         snap = self.state.snap

@@ -241,6 +241,8 @@ class Sent(BaseModel):
     ts: int
     sender: str
     to: str
+    task: str = ""  # the sender's task when it sent it (from the events before)
+    body: str = ""  # from the sender's stored session, once looked up
 
 
 class Topology(BaseModel):
@@ -251,10 +253,38 @@ class Topology(BaseModel):
     recent: list[Sent]
 
 
-def sent_of(e: Event) -> Sent | None:
+def sent_of(e: Event, task: str = "") -> Sent | None:
     if e.type != "message_sent":
         return None
-    return Sent(ts=e.ts, sender=e.agent, to=str(e.data.get("to", "")))
+    return Sent(ts=e.ts, sender=e.agent, to=str(e.data.get("to", "")), task=task)
+
+
+async def with_bodies(board: Blackboard, sent: list[Sent]) -> list[Sent]:
+    """``sent`` with each message's text, from the send_message calls in the sender's
+    task session (the event does not carry it): the latest calls to a recipient are
+    matched with the latest messages to it."""
+    out = [s.model_copy() for s in sent]
+    groups: dict[tuple[str, str], list[Sent]] = {}
+    for s in out:
+        if s.task:
+            groups.setdefault((s.task, s.to), []).append(s)
+    calls: dict[str, list[tuple[str, str]]] = {}
+    for task, to in groups:
+        if task not in calls:
+            calls[task] = []
+            for raw in await board.r.lrange(board.k.session(task), 0, -1):
+                try:
+                    m = json.loads(raw)
+                except ValueError:
+                    continue
+                for b in m.get("content") or []:
+                    if b.get("type") == "tool_call" and b.get("name") == "send_message":
+                        args = b.get("input") or {}
+                        calls[task].append((str(args.get("to", "")), str(args.get("body", ""))))
+        bodies = [body for who, body in calls[task] if who == to]
+        for s, body in zip(reversed(groups[(task, to)]), reversed(bodies), strict=False):
+            s.body = body
+    return out
 
 
 def topology(meta: dict[str, str], snap: Snapshot, sent: list[Sent]) -> Topology:

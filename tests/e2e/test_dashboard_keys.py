@@ -115,7 +115,8 @@ def test_detach_reattach_conversation_topology(tmp_path: Path, redis_handle: Red
             # t: the topology, the message sent along its one edge
             launch.keys("t")
             frame = launch.wait_for("topology custom: 2 agents, 1 edges, 1 carried messages")
-            assert "[lead]" in frame and "[dev]" in frame and "lead → dev" in frame
+            assert "[lead]" in frame and "[dev]" in frame
+            launch.wait_for("lead → dev  build it")  # the text, from lead's session
             launch.keys("Escape")
 
             # a resize redraws; the run goes on

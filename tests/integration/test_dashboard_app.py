@@ -56,12 +56,19 @@ async def stored_run(board: Blackboard) -> None:
             "content": [
                 {"type": "text", "text": "Reading first."},
                 {"type": "tool_call", "id": "c1", "name": "read", "input": {"file_path": "a.rs"}},
+                {
+                    "type": "tool_call",
+                    "id": "c0",
+                    "name": "send_message",
+                    "input": {"to": "tui-dev", "body": "the trait\nis in"},
+                },
             ],
         },
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_call_id": "c1", "content": "line one\nline two"}
+                {"type": "tool_result", "tool_call_id": "c1", "content": "line one\nline two"},
+                {"type": "tool_result", "tool_call_id": "c0", "content": "sent"},
             ],
         },
         {
@@ -86,7 +93,8 @@ async def stored_run(board: Blackboard) -> None:
         {"reason": "window", "tokens_before": 9000, "tokens_after": 1200, "turns": 7},
     )
     await board.emit("merged", "sessions", "doc-writer", {"commit": "abcdef1234567", "files": 2})
-    await board.send("core-dev", "tui-dev", "the trait is in")
+    await board.emit("task_claimed", "core-traits", "core-dev", {"attempt": 1})
+    await board.send("core-dev", "tui-dev", "the trait\nis in")
 
 
 def text_of(app: DashboardApp, widget: str) -> str:
@@ -159,7 +167,11 @@ async def test_keys_select_open_conversation_and_topology(board: Blackboard) -> 
         for name in AGENTS:
             assert f"[{name}]" in canvas
         assert "•" in canvas and "·" in canvas  # a busy edge and a quiet one
-        assert "core-dev → tui-dev" in text_of(app, "topo-recent")
+        for _ in range(20):  # the text is looked up in the sender's session
+            if "the trait is in" in text_of(app, "topo-recent"):
+                break
+            await asyncio.sleep(0.05)
+        assert "core-dev → tui-dev  the trait is in" in text_of(app, "topo-recent")
         await pilot.press("escape")
         await pilot.press("q")
     assert app.return_value == "quit"
