@@ -43,8 +43,9 @@ def new_run_id(name: str) -> str:
 def display_mode(json_events: bool, no_dashboard: bool) -> str:
     if json_events:
         return "json"
-    # the interactive dashboard draws on stderr (Textual's terminal): both must be one
-    if no_dashboard or not (sys.stdout.isatty() and sys.stderr.isatty()):
+    # the interactive dashboard reads keys on stdin and draws on stderr (Textual's
+    # terminal): all three must be one
+    if no_dashboard or not all(f.isatty() for f in (sys.stdin, sys.stdout, sys.stderr)):
         return "plain"
     return "live"
 
