@@ -501,7 +501,14 @@ def main() -> None:
     where = provenance()  # before any file of the checkout is written
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, peers_cpu, redis_fsync, redis_trips, swarm_cpu
+    from benchmarks import (
+        context_cache,
+        dashboard_idle,
+        peers_cpu,
+        redis_fsync,
+        redis_trips,
+        swarm_cpu,
+    )
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
@@ -511,6 +518,8 @@ def main() -> None:
     # the packings are compared
     agents, turns = (4, [10]) if args.quick else (10, [30])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
+    idle_s = 5.0 if args.quick else 20.0
+    NOTES[dashboard_idle.TITLE] = dashboard_idle.note(idle_s)
     peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
     sections: dict[str, list[tuple[str, str]] | str] = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
@@ -520,6 +529,7 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        dashboard_idle.TITLE: dashboard_idle.measure(idle_s),
         peers_cpu.TITLE: peers_cpu.run(
             peer_agents, peer_turns, peer_repeat, where=where, quick=args.quick
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm import approvals
 from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
 from swarm.blackboard.limits import (
     Budget,
@@ -79,6 +81,9 @@ class SwarmInfo:
     compact_at: float = 0.85
     keep_turns: int = 3
     max_turn_tool_chars: int = 60_000
+    # the config's `approvals.timeout_s`: an `ask` call waits this long for a person even
+    # when no one is attached; unset, it waits only while someone is attached
+    approval_timeout_s: float | None = None
 
 
 class BoardState:
@@ -129,6 +134,14 @@ INBOX_SHOWN = 20  # unread inbox messages shown with a turn's tool results, at m
 # ran when they took less than this; a message sent during a longer command is shown with
 # its result.
 INBOX_FRESH_S = 0.25
+#: The task field holding a turn's finished tool outputs while one of its calls waits
+#: for approval.
+CHECKPOINT = "ask_checkpoint"
+#: How long an `ask` call waits at most while someone is attached and no
+#: `approvals.timeout_s` is configured.
+ATTENDED_WAIT_S = 3600.0
+#: The tool call the runner is working on (read-only calls run at the same time).
+_CURRENT_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("swarm_current_call")
 # Events after which an idle agent looks for work again: a task's status changed, tasks
 # were added or revived, a merge landed or gave up, the run ended or went on.
 WAKE_EVENTS = frozenset(
@@ -249,7 +262,12 @@ class AgentLoop:
         self._fixed_chars = len(self.system) + sum(len(t.model_dump_json()) for t in self.specs)
         from swarm.tools.runner import ToolRunner
 
-        self.runner = ToolRunner(self.tools, ctx, permissions, self._tool_event)
+        self.runner = ToolRunner(
+            self.tools, ctx, permissions, self._tool_event, approver=self._approve
+        )
+        self._turn_done: dict[str, ToolOutput] = {}  # this turn's finished calls, by id
+        self._checkpointed = False  # this turn's finished calls are stored (an ask waits)
+        self._resume_calls: dict[str, ToolOutput] | None = None
         self._task_id = ""
         self._token = ""  # the current claim's fencing token
         self._stored = 0  # messages of the current task's session stored in Redis
@@ -263,6 +281,8 @@ class AgentLoop:
 
     async def _tool_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind in ("doom_loop", "permission_denied"):  # worth a line on the dashboard
+            if isinstance(data.get("subject"), str):
+                data = {**data, "subject": redact(data["subject"], self._secrets)}
             await self.board.emit(kind, task=self._task_id, agent=self.agent.name, data=data)
 
     async def set_status(self, status: str, task: str = "", **extra: Any) -> None:
@@ -487,7 +507,12 @@ class AgentLoop:
         self._task_prompt = task_prompt_of(stored[0])
         self._files = files_written(stored)
         view = build_view(stored, task.ctx_start, task.ctx_pruned, task.ctx_turns)
+        self._resume_calls = await self._checkpointed_calls(task.id, stored)
         messages = repair(view)
+        if self._resume_calls is not None and view and view[-1] == stored[-1]:
+            messages = messages[:-1]  # the calls go on below, not "interrupted"
+        else:
+            self._resume_calls = None
         if len(messages) != len(view) or messages != view:
             await self.board.emit("transcript_repaired", task=task.id, agent=name)
         convo = Conversation(messages, turns_before=task.ctx_turns, pruned=task.ctx_pruned)
@@ -535,6 +560,13 @@ class AgentLoop:
             return
         max_turns = task.max_turns or self.swarm.max_turns
         await self.progress.start(self.ctx.workspace)
+        if self._resume_calls is not None:  # stopped while an `ask` waited: go on from there
+            reply = await self._run_tools(task.id, last.tool_calls, done=self._resume_calls)
+            self._resume_calls = None
+            convo.append(reply)
+            if self.handle.failed_reason is not None:
+                await self.board.fail(task.id, name, self.handle.failed_reason, self._token)
+                return
         overflows = 0  # overflow errors since the last reply
         while True:
             if convo.turns - task.turn_base >= max_turns:
@@ -810,9 +842,15 @@ class AgentLoop:
             return message, 0
         return Message(role=message.role, content=[*message.content, TextBlock(text=text)]), count
 
-    async def _run_tools(self, task_id: str, calls: list[Any]) -> Message:
+    async def _run_tools(
+        self, task_id: str, calls: list[Any], done: dict[str, ToolOutput] | None = None
+    ) -> Message:
         """Run a turn's tool calls (read-only ones at the same time) and store their
-        results, cut to the turn's share of the context window, with any unread inbox."""
+        results, cut to the turn's share of the context window, with any unread inbox.
+        ``done``: outputs of calls that ran before this process stopped (a checkpoint
+        stored while an ``ask`` waited): not run again."""
+        self._turn_done = dict(done or {})
+        self._checkpointed = done is not None
         outs = await self._run_calls(calls)
         if any(c.name == ReadInbox.name for c in calls):  # the inbox read ahead is gone
             self._inbox_peeked = None
@@ -832,7 +870,7 @@ class AgentLoop:
                     {
                         "tool": call.name,
                         "is_error": out.is_error,
-                        "summary": _summary(call.name, call.input),
+                        "summary": redact(_summary(call.name, call.input), self._secrets),
                         **_small(out.meta),
                     },
                 )
@@ -841,7 +879,14 @@ class AgentLoop:
         if unread:
             events.append(("inbox_shown", {"messages": unread}))
         # LeaseLost: another holds it now
-        await self._store(task_id, [reply], events=events, inbox_read=unread)
+        await self._store(
+            task_id,
+            [reply],
+            events=events,
+            inbox_read=unread,
+            clear_task_fields=(CHECKPOINT,) if self._checkpointed else (),
+        )
+        self._turn_done, self._checkpointed = {}, False
         return reply
 
     async def _run_calls(self, calls: list[Any]) -> list[ToolOutput]:
@@ -853,14 +898,85 @@ class AgentLoop:
             while j < len(calls) and self._read_only(calls[j].name):
                 j += 1
             if j - i > 1:
-                outs += await asyncio.gather(
-                    *(self.runner.run(c.name, c.input) for c in calls[i:j])
-                )
+                outs += await asyncio.gather(*(self._run_call(c) for c in calls[i:j]))
                 i = j
                 continue
-            outs.append(await self.runner.run(calls[i].name, calls[i].input))
+            outs.append(await self._run_call(calls[i]))
             i += 1
         return outs
+
+    async def _run_call(self, call: Any) -> ToolOutput:
+        done = self._turn_done.get(call.id)
+        if done is not None:  # ran before a stop, while another call of the turn waited
+            return done
+        _CURRENT_CALL.set(call)  # each call of a gather runs in a context of its own
+        out = await self.runner.run(call.name, call.input)
+        self._turn_done[call.id] = out
+        return out
+
+    # -- approvals (docs/approvals.md) --------------------------------------------------
+    async def _approve(self, tool: str, subject: str, rule: str | None) -> tuple[bool, str]:
+        """A permission rule says ``ask``: ask a person when the run is attended or a
+        timeout is configured, else deny. The call has not run; while it waits the
+        heartbeat keeps the lease, and the budget and wall-clock keep counting."""
+        board, name = self.board, self.agent.name
+        call = _CURRENT_CALL.get(None)
+        args = call.input if call is not None and isinstance(call.input, dict) else {}
+        summary = approvals.summarise(tool, subject, args, self._secrets)
+        if await approvals.always_allowed(board, tool, [rule if rule is not None else summary]):
+            return True, ""
+        timeout = self.swarm.approval_timeout_s
+        if timeout is None and not await approvals.attended(board):
+            return False, approvals.UNATTENDED
+        # what the turn's other calls gave so far is stored first, so a stop or a crash
+        # while waiting loses nothing: after a restart this call is asked about again
+        await self._checkpoint()
+        ap = await approvals.request(
+            board, agent=name, task=self._task_id, tool=tool, summary=summary, rule=rule
+        )
+        try:
+            decision, message = await approvals.wait(
+                board, ap.id, timeout or ATTENDED_WAIT_S, while_attended=timeout is None
+            )
+        except BaseException:  # stopped or cancelled while waiting: take the question back
+            with contextlib.suppress(Exception):
+                await asyncio.shield(approvals.withdraw(board, ap.id))
+            raise
+        if decision == "allow":
+            return True, ""
+        return False, approvals.denial_note(await approvals.answer_of(board, ap.id), message)
+
+    async def _checkpoint(self) -> None:
+        done = {
+            cid: {"text": redact(o.text, self._secrets), "is_error": o.is_error}
+            for cid, o in self._turn_done.items()
+        }
+        await self._store(
+            self._task_id,
+            [],
+            set_task_fields={CHECKPOINT: json.dumps({"at": self._stored, "done": done})},
+        )
+        self._checkpointed = True
+
+    async def _checkpointed_calls(
+        self, task_id: str, stored: list[Message]
+    ) -> dict[str, ToolOutput] | None:
+        """The outputs a checkpoint kept for the session's last turn, when its tool calls
+        were cut short while an ``ask`` waited (None: no such checkpoint)."""
+        if not stored or stored[-1].role != "assistant" or not stored[-1].tool_calls:
+            return None
+        raw = await self.board.r.hget(self.board.k.task(task_id), CHECKPOINT)
+        if not raw:
+            return None
+        point = json.loads(raw)
+        if point.get("at") != len(stored):
+            return None
+        ids = {c.id for c in stored[-1].tool_calls}
+        return {
+            cid: ToolOutput(text=o["text"], is_error=bool(o["is_error"]))
+            for cid, o in point.get("done", {}).items()
+            if cid in ids
+        }
 
     def _read_only(self, name: str) -> bool:
         tool = self.tools.get(name)

@@ -504,9 +504,12 @@ def watch(
                 await board.wait_events(await board.last_event_id(), 1000)
             stop.set()
 
-        await asyncio.gather(
-            follow(board, display_mode(json_events, False), stop), until_finished()
-        )
+        mode = display_mode(json_events, False)
+        await asyncio.gather(follow(board, mode, stop), until_finished())
+        if mode != "json":  # the dashboard's screen is gone: how the run ended
+            from swarm.dashboard import ended_line
+
+            print(await ended_line(board))
 
     try:
         asyncio.run(_with_board(run, go))
@@ -654,6 +657,10 @@ from swarm import cli_init, cli_run  # noqa: E402  (their commands, registered h
 app.command("run")(cli_run.run)
 app.add_typer(cli_run.session_app, name="session")
 app.command("init")(cli_init.init)
+
+from swarm.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
 
 
 def main() -> None:

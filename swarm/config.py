@@ -117,6 +117,13 @@ class ContextConfig(Strict):
     max_turn_tool_chars: int = Field(default=60_000, ge=1000)  # tool output one turn may add
 
 
+class ApprovalsConfig(Strict):
+    """How long a tool call that a permission rule marks ``ask`` waits for a person (see
+    docs/approvals.md). Unset: it waits only while a dashboard or a server is attached."""
+
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
 class AgentSpec(Strict):
     name: str = Field(pattern=NAME_RE)
     role: str
@@ -198,6 +205,7 @@ class SwarmConfig(Strict):
     reliability: Reliability = Field(default_factory=Reliability)
     hosting: Hosting = Field(default_factory=Hosting)
     permissions: dict[str, str | dict[str, str]] = Field(default_factory=dict)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     agents: list[AgentSpec] = Field(min_length=1)
     phases: list[Phase] = Field(min_length=1)
 

@@ -78,6 +78,7 @@ class Coordinator:
         self.holder = coordinator_holder()
         self.lease_lost = False
         self.reaper: subprocess.Popen[bytes] | None = None
+        self.detached = False  # the dashboard let go of this terminal (SIGHUP is ignored)
 
     # -- agents ------------------------------------------------------------------------
     def _spawn(self, specs: list[AgentSpec]) -> None:
@@ -216,9 +217,9 @@ class Coordinator:
         # like Ctrl-C. Installed after Ray starts, since ray.init puts its own in place.
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if me is not None:
-                loop.add_signal_handler(sig, me.cancel)
+        if me is not None:
+            loop.add_signal_handler(signal.SIGTERM, me.cancel)
+            loop.add_signal_handler(signal.SIGHUP, self._hangup, me)
         merger = self._start_queue()
         state, recorded = "interrupted", False  # unless the loop below ends normally
         try:
@@ -245,6 +246,14 @@ class Coordinator:
             if not self.lease_lost:
                 await self.board.drop_coordinator(self.holder["token"])
         return state
+
+    def _hangup(self, supervisor: asyncio.Task[Any]) -> None:
+        """A closed terminal stops the run, unless the dashboard was detached from it
+        (`q`): the run then no longer belongs to that terminal."""
+        if self.detached:
+            log.info("SIGHUP ignored: the dashboard was detached from run %s", self.board.run_id)
+            return
+        supervisor.cancel()
 
     async def _watch(self) -> tuple[str, bool]:
         """The supervision loop. Returns the final state and whether it is stored."""

@@ -1,22 +1,18 @@
-"""The live view of a run, fed by the event stream: rich Live on a TTY, plain
-timestamped lines otherwise, NDJSON events with --json. Shows only stored values."""
+"""The view of a run, fed by the event stream: the interactive dashboard (swarm/tui) on
+a TTY, plain timestamped lines otherwise, NDJSON events with --json. Shows only stored
+values."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO
 
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
-
 from swarm.blackboard.board import Blackboard, Event
-from swarm.status import Snapshot, snapshot
 
 STATUS_STYLE = {
     "working": "bold green",
@@ -26,7 +22,6 @@ STATUS_STYLE = {
     "dead": "bold red",
     "starting": "dim",
 }
-TASK_ICON = {"completed": "✅", "failed": "❌", "claimed": "🔄", "ready": "•", "pending": "⏸"}
 
 
 def describe(e: Event) -> str:
@@ -61,74 +56,33 @@ def describe(e: Event) -> str:
         return f"{d.get('messages')} inbox message(s) shown to the model"
     if e.type == "reply_refused":
         return f"reply not used ({d.get('stop_reason') or 'empty'})"
+    if e.type == "merge_queued":
+        return f"in the merge queue ({str(d.get('commit', ''))[:10]})"
+    if e.type == "merged":
+        return f"merged {str(d.get('commit', ''))[:10]} ({d.get('files', 0)} files)"
+    if e.type in ("merge_retry", "merge_gave_up", "rework_started"):
+        return str(d.get("reason") or d.get("kind") or "")
+    if e.type == "retry_started":
+        return f"retry after: {str(d.get('previous_error', ''))[:100]}"
+    if e.type == "approval_requested":
+        return f"asks: {d.get('summary', d.get('tool', ''))} (rule {d.get('rule')}); press a"
+    if e.type == "approval_answered":
+        return f"{d.get('tool')}: {d.get('decision')} ({d.get('remember')}) by {d.get('by')}"
     if e.type == "run_finished":
         return f"{d.get('state')} {d.get('reason', '')}".strip()
     return json.dumps(d)[:120] if d else ""
 
 
-def render(snap: Snapshot, recent: list[Event]) -> Group:
-    elapsed = ((snap.finished_ms or int(time.time() * 1000)) - snap.created_ms) / 1000
-    u = snap.usage
-    head = Text.assemble(
-        (f"{snap.name} ", "bold"),
-        (f"run {snap.run_id}  ", "dim"),
-        (snap.state, "bold magenta"),
-        f"  {elapsed:,.0f}s  tokens {u.input_tokens:,} in / {u.output_tokens:,} out"
-        f"  ${u.usd:,.4f}  turns {u.turns}",
-    )
-    agents = Table(expand=True, box=None, header_style="bold")
-    # compactions only once there are any: an 80-column terminal has no room to spare
-    ctx = any(a.compactions for a in snap.agents)
-    columns = ["agent", "role", "status", "task", "todo", "turns"] + (["ctx"] if ctx else [])
-    for col in [*columns, "tokens in/out", "$"]:
-        agents.add_column(
-            col,
-            justify="right" if col in ("turns", "ctx", "$") else "left",
-            min_width={"status": 23, "tokens in/out": 13}.get(col),  # these stay whole
-        )
-    for a in snap.agents:
-        status = a.status + (f" for {', '.join(a.waiting_for)}" if a.waiting_for else "")
-        agents.add_row(
-            a.name,
-            a.role,
-            Text(status, STATUS_STYLE.get(a.status, "")),
-            a.task or "-",
-            Text(a.todo_summary[:40] or "-", overflow="ellipsis"),
-            str(a.turns),
-            *([str(a.compactions) if a.compactions else "-"] if ctx else []),
-            f"{a.input_tokens:,}/{a.output_tokens:,}",
-            f"{a.usd:.4f}",
-        )
-    phases = Table(expand=True, box=None, show_header=False)
-    phases.add_column("phase")
-    phases.add_column("bar", ratio=1)
-    phases.add_column("n", justify="right")
-    for p in snap.phases:
-        done = p.completed + p.failed
-        phases.add_row(
-            p.name,
-            ProgressBar(total=max(p.total, 1), completed=done),
-            f"{p.completed}/{p.total}" + (f" ({p.failed} failed)" if p.failed else ""),
-        )
-    tasks = Text()
-    for t in snap.tasks:
-        tasks.append(
-            f"{TASK_ICON.get(t.status, '?')} {t.id} ", "bold" if t.status == "claimed" else ""
-        )
-    events = Table(expand=True, box=None, show_header=False)
-    for e in recent[-8:]:
-        events.add_row(
-            time.strftime("%H:%M:%S", time.localtime(e.ts / 1000)),
-            e.agent or "-",
-            e.type,
-            describe(e),
-        )
-    return Group(
-        Panel(head),
-        Panel(agents, title="agents"),
-        Panel(phases, title="phases"),
-        Panel(tasks, title="tasks"),
-        Panel(events, title="events"),
+async def ended_line(board: Blackboard) -> str:
+    from swarm.status import snapshot
+
+    snap = await snapshot(board)
+    done = sum(t.status == "completed" for t in snap.tasks)
+    failed = sum(t.status == "failed" for t in snap.tasks)
+    reason = f" ({snap.reason})" if snap.reason else ""
+    return (
+        f"run {snap.run_id}: {snap.state}{reason}; tasks {done}/{len(snap.tasks)} completed, "
+        f"{failed} failed; details: swarm status {snap.run_id}"
     )
 
 
@@ -145,17 +99,84 @@ def plain_line(e: Event) -> str:
     return f"{ts} {who}{task} {e.type} {describe(e)}".rstrip()
 
 
+class _Guarded:
+    """stdout that never stops the run: once a write fails (a closed pipe, a terminal
+    gone), later output is dropped."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self.broken = False
+
+    def write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.out.write(text)
+        except (OSError, ValueError):
+            self._broke()
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self.out.flush()
+        except (OSError, ValueError):
+            self._broke()
+
+    def _broke(self) -> None:
+        """The reader is gone. Later prints of this process (the run's summary) and the
+        interpreter's last flush go to /dev/null instead of failing (Python would exit
+        120 on a flush error, not with the run's exit code)."""
+        self.broken = True
+        if self.out is sys.stdout:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except (OSError, ValueError):
+                pass
+
+
 async def follow(
-    board: Blackboard, mode: str, stop: asyncio.Event, out: IO[str] | None = None
+    board: Blackboard,
+    mode: str,
+    stop: asyncio.Event,
+    out: IO[str] | None = None,
+    on_detach: Callable[[], None] | None = None,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> None:
     """Show the run until `stop` is set (or the run finishes and stop is set by the caller).
-    mode: 'live' | 'plain' | 'json' | 'none'."""
-    out = out or sys.stdout
+    mode: 'live' (the interactive dashboard) | 'plain' | 'json' | 'none'.
+
+    ``on_detach`` is given by the process that hosts the run: `q` then closes the
+    interactive view, calls it, and the run goes on here with plain lines. Without it
+    (`swarm watch`), `q` just ends the view."""
+    guarded = _Guarded(out or sys.stdout)
     if mode == "none":
         await stop.wait()
         return
     last = "0"
-    recent: list[Event] = []
+    if mode == "live":
+        from swarm.tui.app import DashboardApp
+
+        app = DashboardApp(board, stop, hosts_run=on_detach is not None, on_interrupt=on_interrupt)
+        try:
+            outcome = await app.run_async()
+        except Exception as exc:  # the terminal went away: the run goes on without a view
+            outcome = "failed"
+            print(f"warning: the dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await app.release()
+        last = app.last
+        if outcome != "detached" and outcome != "failed":
+            return
+        if outcome == "detached" and on_detach is not None:
+            on_detach()
+            guarded.write(
+                f"detached: run {board.run_id} goes on in this process (pid {os.getpid()}), "
+                f"printing plain lines; `swarm watch {board.run_id}` re-attaches, "
+                "Ctrl-C here interrupts the run\n"
+            )
+        mode = "plain"
 
     async def drain() -> None:
         nonlocal last
@@ -166,30 +187,15 @@ async def follow(
             last = events[-1].id
             for e in events:
                 if mode == "json":
-                    out.write(e.model_dump_json() + "\n")
+                    guarded.write(e.model_dump_json() + "\n")
                 elif mode == "plain" and worth_a_line(e):
-                    out.write(plain_line(e) + "\n")
-            recent.extend(events)
-            del recent[:-50]
-            out.flush()
+                    guarded.write(plain_line(e) + "\n")
+            guarded.flush()
 
-    if mode != "live":
-        while not stop.is_set():
-            await drain()
-            await _wait(board, last, stop)
+    while not stop.is_set():
         await drain()
-        return
-
-    from rich.live import Live
-
-    console = Console(file=out)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        while not stop.is_set():
-            await drain()
-            live.update(render(await snapshot(board), recent))
-            await _wait(board, last, stop, block_ms=250)
-        await drain()
-        live.update(render(await snapshot(board), recent))
+        await _wait(board, last, stop)
+    await drain()
 
 
 async def _wait(board: Blackboard, last: str, stop: asyncio.Event, block_ms: int = 500) -> None:

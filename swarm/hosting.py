@@ -81,6 +81,7 @@ def agent_specs(plan: RunPlan, redis_url: str, run_dir: Path) -> list[AgentSpec]
             compact_at=cfg.context.compact_at,
             keep_turns=cfg.context.keep_turns,
             max_turn_tool_chars=cfg.context.max_turn_tool_chars,
+            approval_timeout_s=cfg.approvals.timeout_s,
         )
         out.append(
             AgentSpec(

@@ -4,9 +4,11 @@ stored run) to a finished run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +43,9 @@ def new_run_id(name: str) -> str:
 def display_mode(json_events: bool, no_dashboard: bool) -> str:
     if json_events:
         return "json"
-    if no_dashboard or not sys.stdout.isatty():
+    # the interactive dashboard reads keys on stdin and draws on stderr (Textual's
+    # terminal): all three must be one
+    if no_dashboard or not all(f.isatty() for f in (sys.stdin, sys.stdout, sys.stderr)):
         return "plain"
     return "live"
 
@@ -90,7 +94,18 @@ async def _supervise(
         agents_per_actor=agents_per_actor(cfg.hosting.agents_per_actor, len(specs)),
     )
     stop = asyncio.Event()
-    view = asyncio.create_task(follow(board, mode, stop))
+
+    def detach() -> None:
+        coordinator.detached = True
+        # a closed terminal must not end the detached run: SIGHUP before the coordinator
+        # installs its handler (Ray still starting) is ignored as well
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def interrupt() -> None:  # Ctrl-C in the dashboard: what Ctrl-C does without one
+        os.kill(os.getpid(), signal.SIGINT)
+
+    view = asyncio.create_task(follow(board, mode, stop, on_detach=detach, on_interrupt=interrupt))
     try:
         state = await coordinator.supervise()
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -102,7 +117,8 @@ async def _supervise(
         except Exception as exc:  # the view failing must not hide how the run ended
             print(f"warning: the dashboard stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     if mode != "json":
-        await print_summary(board, plan)
+        with contextlib.suppress(OSError):  # a closed pipe or terminal: the run is stored
+            await print_summary(board, plan)
     return LaunchResult(
         board.run_id, state, exit_code_for(state), plan.repo, plan.workspace.run_branch
     )

@@ -26,8 +26,9 @@ from swarm.tools.sandbox import (
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
-#: Asked when a rule says ``ask``: (tool, subject, rule) -> approved?
-Approver = Callable[[str, str, str | None], Awaitable[bool]]
+#: Asked when a rule says ``ask``: (tool, subject, rule) -> approved, or (approved, why):
+#: ``why`` (a person's message, a timeout) is what the model is told on a refusal.
+Approver = Callable[[str, str, str | None], Awaitable[bool | tuple[bool, str]]]
 
 DOOM_LOOP_THRESHOLD = 3
 
@@ -129,12 +130,14 @@ class ToolRunner:
             )
         subject = self.subject(name, args)
         permission, rule = check_permission(self.rules, name, subject)
+        note: str | None = None
         if permission == "ask" and self.approver is not None:
             try:
-                approved = await self.approver(name, subject, rule)
+                answer = await self.approver(name, subject, rule)
             except Exception:
                 log.exception("approver failed")
-                approved = False
+                answer = False
+            approved, note = answer if isinstance(answer, tuple) else (answer, None)
             if approved:
                 permission = "allow"
         if permission != "allow":
@@ -144,7 +147,7 @@ class ToolRunner:
             )
             return ToolOutput.error(
                 permission_message(
-                    name, subject, permission, rule, approver=self.approver is not None
+                    name, subject, permission, rule, approver=self.approver is not None, note=note
                 ),
                 permission=permission,
                 rule=rule,

@@ -172,12 +172,21 @@ def check_permission(
 
 
 def permission_message(
-    tool_name: str, subject: str, permission: Permission, rule: str | None, *, approver: bool
+    tool_name: str,
+    subject: str,
+    permission: Permission,
+    rule: str | None,
+    *,
+    approver: bool,
+    note: str | None = None,
 ) -> str:
-    """The text the model sees when a call is not allowed."""
+    """The text the model sees when a call is not allowed (``note``: why an ``ask`` was
+    not approved, from the approver)."""
     shown = subject if len(subject) <= 200 else subject[:200] + "..."
     what = f"Permission to run {tool_name} `{shown}`"
     why = f"(rule '{rule}': {permission})"
+    if permission == "ask" and note:
+        return f"{what} was not approved {why}: {note} Try another approach."
     if permission == "ask":
         if approver:
             return f"{what} was refused by the human approver {why}. Try another approach."

@@ -141,6 +141,21 @@ async def test_ask_with_approver(ctx: ToolContext) -> None:
     assert asked == [("bash", "echo yes", "echo *"), ("bash", "echo no", "echo *")]
 
 
+async def test_approver_reason_reaches_the_model(ctx: ToolContext) -> None:
+    async def approver(tool: str, subject: str, rule: str | None) -> tuple[bool, str]:
+        return subject == "echo yes", "" if subject == "echo yes" else "timed out."
+
+    runner = ToolRunner(
+        BUILTIN_TOOLS, ctx, PermissionRules({"bash": {"echo *": "ask"}}), approver=approver
+    )
+    assert (await runner.run("bash", {"command": "echo yes"})).text.startswith("yes")
+    out = await runner.run("bash", {"command": "echo no"})
+    assert out.is_error and out.text == (
+        "Permission to run bash `echo no` was not approved (rule 'echo *': ask): timed out. "
+        "Try another approach."
+    )
+
+
 async def test_file_permission_matches_relative_path(ws: Path, ctx: ToolContext) -> None:
     rules = PermissionRules({"write": {"*": "allow", "secrets/*": "deny"}})
     runner = ToolRunner(BUILTIN_TOOLS, ctx, rules)
