@@ -507,11 +507,14 @@ def main() -> None:
         peers_cpu,
         redis_fsync,
         redis_trips,
+        startup,
         swarm_cpu,
     )
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
+    rounds = 1 if args.quick else 3
+    NOTES[startup.TITLE] = startup.NOTE.format(rounds=rounds, agents=10)
     files = 30 if args.quick else 60
     NOTES[context_cache.TITLE] = context_cache.note(files)
     # K=10, 30, 100 side by side with the peers is its own section (peers_cpu); here
@@ -522,6 +525,7 @@ def main() -> None:
     NOTES[dashboard_idle.TITLE] = dashboard_idle.note(idle_s)
     peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
     sections: dict[str, list[tuple[str, str]] | str] = {
+        startup.TITLE: startup.rows(rounds, 10),
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
         "Blackboard": bench_blackboard(n),
