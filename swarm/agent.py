@@ -42,7 +42,7 @@ from swarm.context import (
 )
 from swarm.providers.base import Provider, ProviderError
 from swarm.providers.pricing import cost_usd, usage_fields
-from swarm.providers.repair import repair
+from swarm.providers.repair import INTERRUPTED, repair
 from swarm.providers.retry import RetryPolicy, with_retries
 from swarm.providers.types import (
     Message,
@@ -267,6 +267,7 @@ class AgentLoop:
         )
         self._turn_done: dict[str, ToolOutput] = {}  # this turn's finished calls, by id
         self._checkpointed = False  # this turn's finished calls are stored (an ask waits)
+        self._running: set[str] = set()  # its calls running now (checkpointed turns)
         self._resume_calls: dict[str, ToolOutput] | None = None
         self._task_id = ""
         self._token = ""  # the current claim's fencing token
@@ -851,6 +852,7 @@ class AgentLoop:
         stored while an ``ask`` waited): not run again."""
         self._turn_done = dict(done or {})
         self._checkpointed = done is not None
+        self._running = set()
         outs = await self._run_calls(calls)
         if any(c.name == ReadInbox.name for c in calls):  # the inbox read ahead is gone
             self._inbox_peeked = None
@@ -910,8 +912,19 @@ class AgentLoop:
         if done is not None:  # ran before a stop, while another call of the turn waited
             return done
         _CURRENT_CALL.set(call)  # each call of a gather runs in a context of its own
-        out = await self.runner.run(call.name, call.input)
+        # in a checkpointed turn, a call that changes things is marked running while it
+        # runs: after a crash its effect is unknown, so it is reported, never run again
+        tracked = self._checkpointed and not self._read_only(call.name)
+        if tracked:
+            self._running.add(call.id)
+            await self._checkpoint()
+        try:
+            out = await self.runner.run(call.name, call.input)
+        finally:
+            self._running.discard(call.id)
         self._turn_done[call.id] = out
+        if self._checkpointed:
+            await self._checkpoint()
         return out
 
     # -- approvals (docs/approvals.md) --------------------------------------------------
@@ -930,6 +943,8 @@ class AgentLoop:
             return False, approvals.UNATTENDED
         # what the turn's other calls gave so far is stored first, so a stop or a crash
         # while waiting loses nothing: after a restart this call is asked about again
+        if call is not None:
+            self._running.discard(call.id)  # waiting, not running
         await self._checkpoint()
         ap = await approvals.request(
             board, agent=name, task=self._task_id, tool=tool, summary=summary, rule=rule
@@ -943,6 +958,9 @@ class AgentLoop:
                 await asyncio.shield(approvals.withdraw(board, ap.id))
             raise
         if decision == "allow":
+            if call is not None and not self._read_only(tool):
+                self._running.add(call.id)  # it runs now: from here its effect is unknown
+                await self._checkpoint()
             return True, ""
         return False, approvals.denial_note(await approvals.answer_of(board, ap.id), message)
 
@@ -951,18 +969,16 @@ class AgentLoop:
             cid: {"text": redact(o.text, self._secrets), "is_error": o.is_error}
             for cid, o in self._turn_done.items()
         }
-        await self._store(
-            self._task_id,
-            [],
-            set_task_fields={CHECKPOINT: json.dumps({"at": self._stored, "done": done})},
-        )
+        point = {"at": self._stored, "done": done, "running": sorted(self._running)}
+        await self._store(self._task_id, [], set_task_fields={CHECKPOINT: json.dumps(point)})
         self._checkpointed = True
 
     async def _checkpointed_calls(
         self, task_id: str, stored: list[Message]
     ) -> dict[str, ToolOutput] | None:
         """The outputs a checkpoint kept for the session's last turn, when its tool calls
-        were cut short while an ``ask`` waited (None: no such checkpoint)."""
+        were cut short while an ``ask`` waited (None: no such checkpoint); a call that
+        was running when the process stopped is reported as interrupted."""
         if not stored or stored[-1].role != "assistant" or not stored[-1].tool_calls:
             return None
         raw = await self.board.r.hget(self.board.k.task(task_id), CHECKPOINT)
@@ -972,11 +988,14 @@ class AgentLoop:
         if point.get("at") != len(stored):
             return None
         ids = {c.id for c in stored[-1].tool_calls}
-        return {
-            cid: ToolOutput(text=o["text"], is_error=bool(o["is_error"]))
-            for cid, o in point.get("done", {}).items()
-            if cid in ids
-        }
+        outs = {cid: ToolOutput.error(INTERRUPTED) for cid in point.get("running", [])}
+        outs.update(
+            {
+                cid: ToolOutput(text=o["text"], is_error=bool(o["is_error"]))
+                for cid, o in point.get("done", {}).items()
+            }
+        )
+        return {cid: out for cid, out in outs.items() if cid in ids}
 
     def _read_only(self, name: str) -> bool:
         tool = self.tools.get(name)

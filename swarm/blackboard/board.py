@@ -55,17 +55,29 @@ class OutageRetry(Retry):
     ) -> Any:
         deadline = time.monotonic() + self.outage_s
         failures = 0
+        task = asyncio.current_task()
         while True:
+            # Python 3.11's asyncio.wait_for (redis-py sends through it) loses a
+            # cancellation that arrives as the write completes: the call then goes on as
+            # if never cancelled, and a stop never lands. A cancellation requested during
+            # the call is raised here (also instead of retrying its connection's error).
+            asked = task.cancelling() if task is not None else 0
             try:
-                return await do()
+                result = await do()
             except self._supported_errors as error:
                 if is_retryable and not is_retryable(error):
                     raise
+                if task is not None and task.cancelling() > asked:
+                    raise asyncio.CancelledError() from error
                 failures += 1
                 await (fail(error, failures) if with_failure_count else fail(error))
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(self._backoff.compute(failures))
+                continue
+            if task is not None and task.cancelling() > asked:
+                raise asyncio.CancelledError()
+            return result
 
 
 class TaskView(BaseModel):

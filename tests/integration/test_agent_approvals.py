@@ -55,6 +55,7 @@ class Harness:
         monkeypatch: pytest.MonkeyPatch,
         answer: Answerer | None = None,
         stop_when_asked: bool = False,
+        stop_when: Callable[[], bool] | None = None,
     ) -> StubServer:
         stub = StubServer(
             StubScript.model_validate({"conversations": [{"task": "a", "turns": turns}]})
@@ -72,7 +73,9 @@ class Harness:
             specs = agent_specs(self.plan, self.board.url, self.tmp / "run")
             agents = asyncio.ensure_future(asyncio.gather(*(run_agent(s) for s in specs)))
             if answer is not None or stop_when_asked:
-                answering = asyncio.create_task(self._answer(answer, agents, stop_when_asked))
+                answering = asyncio.create_task(
+                    self._answer(answer, agents, stop_when_asked, stop_when)
+                )
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(agents, 60)
         finally:
@@ -84,10 +87,17 @@ class Harness:
         return stub
 
     async def _answer(
-        self, answer: Answerer | None, agents: asyncio.Future[Any], stop: bool
+        self,
+        answer: Answerer | None,
+        agents: asyncio.Future[Any],
+        stop: bool,
+        stop_when: Callable[[], bool] | None,
     ) -> None:
         seen: set[str] = set()
         while True:
+            if stop_when is not None and stop_when():
+                agents.cancel()  # a stop (or a crash) while the approved call runs
+                return
             for ap in await approvals.pending(self.board):
                 if ap.id in seen:
                     continue
@@ -217,3 +227,31 @@ async def test_a_stop_while_waiting_asks_again_after_restart(board, tmp_path, mo
         "approval_requested",
         "approval_answered",
     ]
+
+
+async def test_a_stop_while_the_approved_call_runs_is_not_run_again(
+    board, tmp_path, monkeypatch
+) -> None:
+    await approvals.attach(board, "test", 60)
+    h = Harness(board, tmp_path)
+    turns = [
+        bash(
+            "echo x >> counter.txt", "touch approved.txt && sleep 30", "echo after >> counter.txt"
+        ),
+        {"text": "done"},
+    ]
+
+    async def allow(ap: approvals.Approval) -> None:
+        assert await approvals.answer(board, ap.id, "allow")
+
+    await h.run(turns, monkeypatch, allow, stop_when=(h.repo / "approved.txt").exists)
+    assert (h.repo / "counter.txt").read_text() == "x\n"
+    stub = await h.run(turns, monkeypatch, allow)
+    assert (await board.task("a")).status == "completed"  # type: ignore[union-attr]
+    # the first call is not run again, the interrupted one is reported (its effect is
+    # unknown, so it is neither run nor asked about again), the last one runs
+    assert (h.repo / "counter.txt").read_text() == "x\nafter\n"
+    results = tool_results(stub)
+    assert results[1].startswith("interrupted")
+    asked = [e for e in await board.events() if e.type == "approval_requested"]
+    assert len(asked) == 1

@@ -104,7 +104,7 @@ async def test_asking_again_replaces_a_stale_copy(board: Blackboard) -> None:
     first = await _ask(board)
     second = await _ask(board)  # the same question after a crash and restart
     other = await _ask(board, summary="git push origin dev")
-    assert [p.id for p in await approvals.pending(board)] == [second.id, other.id]
+    assert {p.id for p in await approvals.pending(board)} == {second.id, other.id}
     withdrawn = [e.data["id"] for e in await board.events() if e.type == "approval_withdrawn"]
     assert withdrawn == [first.id]
 
