@@ -59,9 +59,7 @@ async def claim_all(url: str, run_id: str, claimers: int, prefix: str) -> Outcom
     """``claimers`` coroutines claim and complete tasks until none is left."""
     from swarm.blackboard.board import Blackboard
 
-    boards = [
-        Blackboard(url, run_id) for _ in range(max(1, -(-claimers // PER_CONNECTION)))
-    ]
+    boards = [Blackboard(url, run_id) for _ in range(max(1, -(-claimers // PER_CONNECTION)))]
     out = Outcome()
     for b in boards:  # open the connections before the clock starts
         await asyncio.gather(*(b.r.ping() for _ in range(PER_CONNECTION)))
@@ -250,7 +248,10 @@ def rows(tasks: int, claimers: int, processes: tuple[int, ...] = (1, 2)) -> list
         who = f"{r.claimers} claimers in {r.processes} process{'es' if r.processes > 1 else ''}"
         doubles = r.double_recorded + r.double_attempts + abs(r.claimed_events - r.tasks)
         out += [
-            (f"{who}: claims per second", f"{r.per_second:,.0f} ({r.claims:,} in {r.seconds:.2f} s)"),
+            (
+                f"{who}: claims per second",
+                f"{r.per_second:,.0f} ({r.claims:,} in {r.seconds:.2f} s)",
+            ),
             (
                 f"{who}: double claims (recorded by claimers / attempts ≠ 1 / "
                 "task_claimed events − tasks)",
