@@ -37,7 +37,6 @@ from typing import Any
 from benchmarks.swarm_cpu import _stub
 
 TITLE = "Scheduling: a DAG of tasks against its lower bound"
-FILES = 4
 
 
 def note(tasks: int, agents: int, latency: float, seed: int) -> str:
@@ -123,14 +122,14 @@ def write_workload(
 ) -> Path:
     repo = root / "repo"
     repo.mkdir(parents=True)
-    for n in range(FILES):  # a different file each turn: the same call again is a doom loop
-        (repo / f"f{n}.txt").write_text("".join(f"line {i} of {n}\n" for i in range(40)))
     conversations = []
-    for t in dag:
+    for t in dag:  # a file of its own each turn: the same call again would be a doom loop
+        for n in range(t.turns - 1):
+            (repo / f"{t.id}-{n}.txt").write_text("".join(f"line {i}\n" for i in range(40)))
         turns: list[dict[str, Any]] = [
             {
                 "delay_s": latency,
-                "tool_calls": [{"name": "read", "input": {"file_path": f"f{n}.txt"}}],
+                "tool_calls": [{"name": "read", "input": {"file_path": f"{t.id}-{n}.txt"}}],
             }
             for n in range(t.turns - 1)
         ]

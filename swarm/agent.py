@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
+from swarm.blackboard.board import TERMINAL, Blackboard, Claim, TaskView
 from swarm.blackboard.limits import (
     Budget,
     BudgetExhausted,
@@ -283,19 +283,21 @@ class AgentLoop:
         await self.set_status("idle")
         while True:
             last = await self.board.last_event_id()
-            if await self.board.run_state() != "running":
-                break
-            claim = await self.board.claim(name, role, self.swarm.lease_ms)
-            if claim is not None:
+            # one round trip: a stopped run claims nothing and says so; nothing to claim
+            # comes back with the count of open tasks and what this agent waits on, so an
+            # idle agent reads no task on a wake-up
+            claim = await self.board.claim(name, role, self.swarm.lease_ms, idle=True)
+            if isinstance(claim, Claim):
                 self._token = claim.token
                 await self.work(claim.task_id)
                 continue
+            if claim.state != "running":
+                break
             # (expired leases are requeued by the coordinator alone: it knows when Redis
             # was unreachable, and gives every lease its time back first)
-            tasks = await self.board.tasks()
-            if all(t.status in TERMINAL for t in tasks):
-                break
-            waiting = self._waiting_for(tasks)
+            if claim.open <= 0 and all(t.status in TERMINAL for t in await self.board.tasks()):
+                break  # (the count is a cue; the tasks themselves decide)
+            waiting = claim.waiting_for
             if waiting:
                 await self.set_status("waiting", waiting_for=",".join(waiting))
             else:
@@ -313,16 +315,6 @@ class AgentLoop:
             if not events or any(e.type in WAKE_EVENTS for e in events):
                 return
             last = events[-1].id
-
-    def _waiting_for(self, tasks: list[TaskView]) -> list[str]:
-        """Unfinished dependencies of the pending tasks this agent could take."""
-        status = {t.id: t.status for t in tasks}
-        out: list[str] = []
-        for t in tasks:
-            mine = t.agent == self.agent.name or (not t.agent and t.role == self.agent.role)
-            if mine and t.status == "pending":
-                out += [n for n in t.needs if status.get(n) != "completed" and n not in out]
-        return out
 
     async def work(self, task_id: str) -> None:
         self._task_id = task_id

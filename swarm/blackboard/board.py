@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -35,6 +35,14 @@ class Claim(NamedTuple):
     kind: str  # 'claimed' (a new attempt) or 'resumed' (re-attached to its own claim)
     attempts: int
     token: str  # the lease's fencing token: every write about the task carries it
+
+
+class Idle(NamedTuple):
+    """Nothing to claim (``Blackboard.claim(..., idle=True)``), and what the agent waits on."""
+
+    open: int  # tasks not completed or failed (0: the run's work is done, or nearly)
+    waiting_for: list[str]  # unfinished needs of its first pending tasks, in claim order
+    state: str  # the run's state
 
 
 class OutageRetry(Retry):
@@ -313,10 +321,23 @@ class Blackboard:
     # Task changes by an agent carry its claim's fencing token (``token``): a process that
     # lost the lease (a partitioned old actor, a stop followed by a quick resume) is
     # refused. An empty token skips the check (tests and tools that act as the owner).
-    async def claim(self, agent: str, role: str, lease_ms: int) -> Claim | None:
-        res = await self._claim(args=[self.k.prefix, agent, role, lease_ms])
+    @overload
+    async def claim(self, agent: str, role: str, lease_ms: int) -> Claim | None: ...
+    @overload
+    async def claim(
+        self, agent: str, role: str, lease_ms: int, idle: Literal[True]
+    ) -> Claim | Idle: ...
+    async def claim(
+        self, agent: str, role: str, lease_ms: int, idle: bool = False
+    ) -> Claim | Idle | None:
+        """The agent's own claim (re-attached) or the next ready task it may take. With
+        ``idle``, nothing to claim comes back as an `Idle` (in the same round trip) instead
+        of None: an idle agent learns what it waits on without reading every task."""
+        res = await self._claim(args=[self.k.prefix, agent, role, lease_ms, "1" if idle else ""])
         if not res:
             return None
+        if res[1] == "idle":
+            return Idle(int(res[2] or 0), [w for w in str(res[3]).split(",") if w], str(res[4]))
         return Claim(res[0], res[1], int(res[2] or 0), str(res[3]))
 
     async def heartbeat(self, task_id: str, agent: str, lease_ms: int, token: str = "") -> bool:

@@ -24,23 +24,31 @@ end
 --       agent of that role may take, scored by the task's place in the tasks list (`seq`),
 --       which is the claim order;
 --   claimed  the set of claimed tasks (REQUEUE_EXPIRED, EXTEND_LEASES);
---   held:<agent>  the tasks the agent holds (CLAIM re-attaches it to them).
+--   held:<agent>  the tasks the agent holds (CLAIM re-attaches it to them);
+--   pending:agent:<agent>, pending:role:<role>  the same for pending tasks (what an idle
+--       agent waits for);
+--   open  the number of tasks not completed or failed (an idle agent's cue to leave).
 -- An entry is a candidate, not the truth: every reader checks the task's own status and
 -- drops a stale entry, so only the ways into 'ready' and 'claimed' must add; the ways out
 -- remove their entries to keep the sets small.
-local function queue_of(k)
+local function queue_of(k, kind)
   local v = redis.call('HMGET', k, 'agent', 'role', 'seq')
-  local key = p .. ':ready:role:' .. (v[2] or '')
-  if v[1] and v[1] ~= '' then key = p .. ':ready:agent:' .. v[1] end
+  local key = p .. ':' .. (kind or 'ready') .. ':role:' .. (v[2] or '')
+  if v[1] and v[1] ~= '' then key = p .. ':' .. (kind or 'ready') .. ':agent:' .. v[1] end
   return key, tonumber(v[3] or '0') or 0
 end
 local function set_ready(id, k)  -- the task's status was just set to 'ready'
   local key, seq = queue_of(k)
   redis.call('ZADD', key, seq, id)
+  redis.call('ZREM', (queue_of(k, 'pending')), id)
 end
 local function unready(id, k)
   local key = queue_of(k)
   redis.call('ZREM', key, id)
+end
+local function set_pending(id, k)  -- the task's status was just set to 'pending'
+  local key, seq = queue_of(k, 'pending')
+  redis.call('ZADD', key, seq, id)
 end
 local function unclaim(id, agent)  -- the task's status leaves 'claimed'
   redis.call('SREM', p .. ':claimed', id)
@@ -49,19 +57,24 @@ end
 -- a run stored before the index existed (an older version's run, resumed): build it once
 local function ensure_index()
   if redis.call('EXISTS', p .. ':indexed') == 1 then return end
+  local open = 0
   for i, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
     local k = p .. ':task:' .. id
     local v = redis.call('HMGET', k, 'status', 'assignee', 'seq')
     if v[1] then  -- a listed task whose data is gone stays gone (StateCorrupt reports it)
       if not v[3] then redis.call('HSET', k, 'seq', i) end
+      if v[1] ~= 'completed' and v[1] ~= 'failed' then open = open + 1 end
       if v[1] == 'ready' then
         set_ready(id, k)
+      elseif v[1] == 'pending' then
+        set_pending(id, k)
       elseif v[1] == 'claimed' then
         redis.call('SADD', p .. ':claimed', id)
         if v[2] and v[2] ~= '' then redis.call('SADD', p .. ':held:' .. v[2], id) end
       end
     end
   end
+  redis.call('SET', p .. ':open', open)
   redis.call('SET', p .. ':indexed', '1')
 end
 local function fail_cascade(id, agent, reason)
@@ -73,6 +86,8 @@ local function fail_cascade(id, agent, reason)
     local k = p .. ':task:' .. tid
     local was = redis.call('HMGET', k, 'status', 'assignee')
     if was[1] == 'claimed' then unclaim(tid, was[2]) elseif was[1] == 'ready' then unready(tid, k) end
+    if was[1] == 'pending' then redis.call('ZREM', (queue_of(k, 'pending')), tid) end
+    if was[1] ~= 'completed' and was[1] ~= 'failed' then redis.call('DECR', p .. ':open') end
     redis.call('HSET', k, 'status', 'failed', 'error', reasons[i], 'finished_at', now_ms(),
       'lease_until', 0)
     emit('task_failed', tid, i == 1 and agent or '', cjson.encode({reason = reasons[i]}))
@@ -111,7 +126,10 @@ local function promote(id)  -- dependents whose needs are now all completed beco
 end
 """
 
-# ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts, token} or nil
+# ARGV: prefix, agent, role, lease_ms, idle ('1': when there is nothing to claim, say why
+# instead of nil) -> {task_id, 'claimed'|'resumed', attempts, token} | nil
+# | {'', 'idle', open tasks, waiting for (needs of its first pending tasks, comma-separated),
+#    run state}
 # First the agent's own claim (a restarted agent re-attaches to it), else the first ready
 # task in the tasks list's order that it may take: one of its name, or of its role with no
 # agent named. Read from the claim index (COMMON), not from every task.
@@ -121,6 +139,10 @@ CLAIM = (
 local me, role, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 ensure_index()
+local state = redis.call('HGET', p .. ':meta', 'state') or 'running'
+if ARGV[5] == '1' and state ~= 'running' then  -- a stopped run: nothing is claimed
+  return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), '', state}
+end
 local held = p .. ':held:' .. me
 for _, id in ipairs(redis.call('SMEMBERS', held)) do
   local k = p .. ':task:' .. id
@@ -192,7 +214,25 @@ while true do
   end
 end
 drop_stale()
-return nil
+if ARGV[5] ~= '1' then return nil end
+local waiting, seen = {}, {}
+for _, key in ipairs({p .. ':pending:agent:' .. me, p .. ':pending:role:' .. role}) do
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, 9)) do
+    local v = redis.call('HMGET', p .. ':task:' .. id, 'status', 'needs')
+    if v[1] ~= 'pending' then
+      redis.call('ZREM', key, id)
+    else
+      for _, need in ipairs(cjson.decode(v[2] or '[]')) do
+        if not seen[need] and redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then
+          seen[need] = true
+          table.insert(waiting, need)
+        end
+      end
+    end
+  end
+end
+return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), table.concat(waiting, ','),
+  state}
 """
 )
 
@@ -217,6 +257,7 @@ if not holds(k, me, ARGV[6]) then return 0 end
 redis.call('HSET', k, 'status', 'completed', 'result', ARGV[4], 'finished_at', now_ms(),
   'lease_until', 0)
 unclaim(id, me)
+redis.call('DECR', p .. ':open')
 emit('task_completed', id, me, cjson.encode({result = ARGV[5]}))
 promote(id)
 return 1
@@ -287,7 +328,8 @@ local seq = redis.call('RPUSH', p .. ':tasks', t.id)
 if seq == 1 then redis.call('SET', p .. ':indexed', '1') end  -- a new run: indexed from here
 redis.call('HSET', k, 'needs', ARGV[3], 'status', status, 'attempts', 0, 'assignee', '',
   'lease_until', 0, 'seq', seq)
-if status == 'ready' then set_ready(t.id, k) end
+if status == 'ready' then set_ready(t.id, k) elseif status == 'pending' then set_pending(t.id, k) end
+if status ~= 'failed' then redis.call('INCR', p .. ':open') end
 emit('task_created', t.id, t.created_by or '', cjson.encode({status = status}))
 return 1
 """
@@ -472,6 +514,7 @@ local stats = cjson.decode(ARGV[4])
 redis.call('HSET', k, 'status', 'completed', 'merge_commit', ARGV[3], 'finished_at', now_ms(),
   'files', cjson.encode(stats.files), 'added', stats.added, 'removed', stats.removed)
 redis.call('LREM', p .. ':merge_queue', 0, id)
+redis.call('DECR', p .. ':open')
 emit('merged', id, v[2], cjson.encode({commit = ARGV[3], files = #stats.files,
   added = stats.added, removed = stats.removed, gate_s = stats.gate_s}))
 emit('task_completed', id, v[2], cjson.encode({result = ARGV[5]}))
@@ -589,6 +632,7 @@ return n
 RETRY_FAILED = (
     COMMON
     + r"""
+ensure_index()
 local n = 0
 local ids = redis.call('LRANGE', p .. ':tasks', 0, -1)
 for _, id in ipairs(ids) do
@@ -598,6 +642,8 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'status', 'pending', 'attempts', 0, 'merge_attempts', 0,
       'retry', v[2] or '', 'error', '', 'assignee', '', 'lease_until', 0)
     redis.call('HDEL', k, 'finished_at')
+    set_pending(id, k)
+    redis.call('INCR', p .. ':open')
     n = n + 1
   end
 end
