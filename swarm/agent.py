@@ -282,14 +282,15 @@ class AgentLoop:
         await self.budget.release(name)  # a reservation left by this agent's previous process
         await self.set_status("idle")
         while True:
-            last = await self.board.last_event_id()
             # one round trip: a stopped run claims nothing and says so; nothing to claim
             # comes back with the count of open tasks and what this agent waits on, so an
             # idle agent reads no task on a wake-up
             claim = await self.board.claim(name, role, self.swarm.lease_ms, idle=True)
             if isinstance(claim, Claim):
                 self._token = claim.token
-                await self.work(claim.task_id)
+                # the claim marked it working, as set_status would have
+                self._last_status = ("working", claim.task_id, (("waiting_for", ""),))
+                await self.work(claim.task_id, claim.task)
                 continue
             if claim.state != "running":
                 break
@@ -302,7 +303,7 @@ class AgentLoop:
                 await self.set_status("waiting", waiting_for=",".join(waiting))
             else:
                 await self.set_status("idle", waiting_for="")
-            await self._wait_for_work(last, min(self.swarm.lease_ms // 2, 5000))
+            await self._wait_for_work(claim.last_event, min(self.swarm.lease_ms // 2, 5000))
         await self.set_status("done", waiting_for="")
 
     async def _wait_for_work(self, last: str, block_ms: int) -> None:
@@ -316,13 +317,14 @@ class AgentLoop:
                 return
             last = events[-1].id
 
-    async def work(self, task_id: str) -> None:
+    async def work(self, task_id: str, task: TaskView | None = None) -> None:
         self._task_id = task_id
         self.handle.task_id = task_id
         if isinstance(self.ctx.state, BoardState):
             self.ctx.state.take()  # writes of a turn that was never stored (a lost lease)
         self.handle.failed_reason = None
-        task = await self.board.task(task_id)
+        if task is None:
+            task = await self.board.task(task_id)
         if task is None:  # claimed a moment ago, so it exists; never crash the agent on it
             return
         await self.set_status("working", task=task_id, waiting_for="")
@@ -455,7 +457,7 @@ class AgentLoop:
         stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
         self._stored = len(stored)
         if not stored:
-            deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
+            deps = await self.board.tasks_by_id(task.needs)
             first, unread = await self._with_inbox(Message.user_text(task_prompt(task, deps)))
             await self._store(task.id, [first], events=[("session_started", {})], inbox_read=unread)
             stored = [first]

@@ -35,6 +35,7 @@ class Claim(NamedTuple):
     kind: str  # 'claimed' (a new attempt) or 'resumed' (re-attached to its own claim)
     attempts: int
     token: str  # the lease's fencing token: every write about the task carries it
+    task: TaskView | None = None  # the task as claimed (the agent loop's claim only)
 
 
 class Idle(NamedTuple):
@@ -43,6 +44,7 @@ class Idle(NamedTuple):
     open: int  # tasks not completed or failed (0: the run's work is done, or nearly)
     waiting_for: list[str]  # unfinished needs of its first pending tasks, in claim order
     state: str  # the run's state
+    last_event: str = "0-0"  # the stream's last event when this was read: wait from it
 
 
 class OutageRetry(Retry):
@@ -304,6 +306,13 @@ class Blackboard:
         h = await self.r.hgetall(self.k.task(task_id))
         return TaskView.from_hash(h) if h else None
 
+    async def tasks_by_id(self, ids: Iterable[str]) -> list[TaskView]:
+        """These tasks (the ones that exist), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(self.k.task(i))
+        return [TaskView.from_hash(h) for h in await pipe.execute() if h]
+
     async def tasks(self) -> list[TaskView]:
         ids = await self.task_ids()
         pipe = self.r.pipeline(transaction=False)
@@ -330,15 +339,23 @@ class Blackboard:
     async def claim(
         self, agent: str, role: str, lease_ms: int, idle: bool = False
     ) -> Claim | Idle | None:
-        """The agent's own claim (re-attached) or the next ready task it may take. With
-        ``idle``, nothing to claim comes back as an `Idle` (in the same round trip) instead
-        of None: an idle agent learns what it waits on without reading every task."""
+        """The agent's own claim (re-attached) or the next ready task it may take.
+
+        ``idle`` is the agent loop's claim, which does in the same round trip what the loop
+        did around it (lua.CLAIM): a stopped run claims nothing, a claim marks the agent
+        working and brings the task along, and nothing to claim comes back as an `Idle`
+        instead of None: an idle agent learns what it waits on without reading every task."""
         res = await self._claim(args=[self.k.prefix, agent, role, lease_ms, "1" if idle else ""])
         if not res:
             return None
         if res[1] == "idle":
-            return Idle(int(res[2] or 0), [w for w in str(res[3]).split(",") if w], str(res[4]))
-        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]))
+            waiting = [w for w in str(res[3]).split(",") if w]
+            return Idle(int(res[2] or 0), waiting, str(res[4]), str(res[5]))
+        task = None
+        if len(res) > 4 and res[4]:
+            flat = res[4]
+            task = TaskView.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]), task)
 
     async def heartbeat(self, task_id: str, agent: str, lease_ms: int, token: str = "") -> bool:
         args: list[str | int] = [self.k.prefix, task_id, agent, lease_ms, token]

@@ -126,10 +126,13 @@ local function promote(id)  -- dependents whose needs are now all completed beco
 end
 """
 
-# ARGV: prefix, agent, role, lease_ms, idle ('1': when there is nothing to claim, say why
-# instead of nil) -> {task_id, 'claimed'|'resumed', attempts, token} | nil
-# | {'', 'idle', open tasks, waiting for (needs of its first pending tasks, comma-separated),
-#    run state}
+# ARGV: prefix, agent, role, lease_ms, agent loop ('1': the agent loop's claim, see below)
+# -> {task_id, 'claimed'|'resumed', attempts, token} | nil
+# The agent loop's claim does what the loop did around it in the same round trip: a stopped
+# run claims nothing; a claim marks the agent working (status and event, as its
+# set_status would) and brings the task's hash along; nothing to claim comes back as
+# {'', 'idle', open tasks, waiting for (unfinished needs of its first pending tasks,
+# comma-separated), run state, the last event's id (to wait for newer ones from)}.
 # First the agent's own claim (a restarted agent re-attaches to it), else the first ready
 # task in the tasks list's order that it may take: one of its name, or of its role with no
 # agent named. Read from the claim index (COMMON), not from every task.
@@ -140,8 +143,19 @@ local me, role, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 ensure_index()
 local state = redis.call('HGET', p .. ':meta', 'state') or 'running'
-if ARGV[5] == '1' and state ~= 'running' then  -- a stopped run: nothing is claimed
-  return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), '', state}
+local loop = ARGV[5] == '1'
+local function last_event()
+  local top = redis.call('XREVRANGE', p .. ':events', '+', '-', 'COUNT', 1)
+  return top[1] and top[1][1] or '0-0'
+end
+local function taken(id, k, kind, attempts, token)
+  if not loop then return {id, kind, tostring(attempts), tostring(token)} end
+  redis.call('HSET', p .. ':agent:' .. me, 'status', 'working', 'task', id, 'waiting_for', '')
+  emit('agent_status', id, me, cjson.encode({status = 'working', waiting_for = ''}))
+  return {id, kind, tostring(attempts), tostring(token), redis.call('HGETALL', k)}
+end
+if loop and state ~= 'running' then  -- a stopped run: nothing is claimed
+  return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), '', state, last_event()}
 end
 local held = p .. ':held:' .. me
 for _, id in ipairs(redis.call('SMEMBERS', held)) do
@@ -151,7 +165,7 @@ for _, id in ipairs(redis.call('SMEMBERS', held)) do
     local token = redis.call('HINCRBY', k, 'fence', 1)
     redis.call('HSET', k, 'lease_until', now + lease)
     emit('task_resumed', id, me, cjson.encode({token = token}))
-    return {id, 'resumed', v[3], tostring(token)}
+    return taken(id, k, 'resumed', v[3], token)
   end
   redis.call('SREM', held, id)
 end
@@ -210,11 +224,11 @@ while true do
     redis.call('SADD', p .. ':claimed', id)
     redis.call('SADD', held, id)
     emit('task_claimed', id, me, cjson.encode({attempt = n, token = token}))
-    return {id, 'claimed', tostring(n), tostring(token)}
+    return taken(id, k, 'claimed', n, token)
   end
 end
 drop_stale()
-if ARGV[5] ~= '1' then return nil end
+if not loop then return nil end
 local waiting, seen = {}, {}
 for _, key in ipairs({p .. ':pending:agent:' .. me, p .. ':pending:role:' .. role}) do
   for _, id in ipairs(redis.call('ZRANGE', key, 0, 9)) do
@@ -232,7 +246,7 @@ for _, key in ipairs({p .. ':pending:agent:' .. me, p .. ':pending:role:' .. rol
   end
 end
 return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), table.concat(waiting, ','),
-  state}
+  state, last_event()}
 """
 )
 

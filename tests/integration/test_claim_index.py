@@ -157,7 +157,7 @@ async def test_a_claim_reads_a_few_tasks_however_many_there_are(board: Blackboar
 
 
 async def test_nothing_to_claim_says_what_the_agent_waits_on(board: Blackboard) -> None:
-    from swarm.blackboard.board import Idle
+    from swarm.blackboard.board import Claim, Idle
 
     await board.init_run({"name": "n"}, [])
     await add(board, "a", role="doc")
@@ -165,17 +165,27 @@ async def test_nothing_to_claim_says_what_the_agent_waits_on(board: Blackboard) 
     await add(board, "c", needs=["a", "b"])
     await add(board, "mine", agent="x", needs=["b"])
     idle = await board.claim("x", "dev", 10_000, idle=True)
-    assert idle == Idle(open=4, waiting_for=["b", "a"], state="running")
+    assert isinstance(idle, Idle)
+    assert idle[:3] == (4, ["b", "a"], "running")
+    assert idle.last_event == await board.last_event_id()  # read with it: wait from there
     c = await board.claim("w", "doc", 10_000)
     assert c is not None and await board.complete("a", "w", "ok", c.token)
     c = await board.claim("x", "dev", 10_000, idle=True)
-    assert isinstance(c, tuple) and c[:2] == ("b", "claimed")
+    assert isinstance(c, Claim) and c[:2] == ("b", "claimed")
+    # the agent loop's claim marks the agent working and brings the task along
+    assert c.task is not None and (c.task.id, c.task.status, c.task.assignee) == (
+        "b",
+        "claimed",
+        "x",
+    )
+    agent = await board.r.hgetall(board.k.agent("x"))
+    assert (agent["status"], agent["task"]) == ("working", "b")
     assert await board.fail("b", "x", "no", c.token)  # c and mine fail with it
-    assert await board.claim("x", "dev", 10_000, idle=True) == Idle(0, [], "running")
+    assert (await board.claim("x", "dev", 10_000, idle=True))[:3] == (0, [], "running")
     assert await board.retry_failed() == 3  # b ready again, c and mine pending behind it
     c = await board.claim("y", "dev", 10_000, idle=True)
     assert isinstance(c, tuple) and c[:2] == ("b", "claimed")
-    assert await board.claim("z", "dev", 10_000, idle=True) == Idle(3, ["b"], "running")
+    assert (await board.claim("z", "dev", 10_000, idle=True))[:3] == (3, ["b"], "running")
 
 
 async def test_a_stopped_run_claims_nothing_when_asked_for_the_idle_view(
@@ -186,5 +196,6 @@ async def test_a_stopped_run_claims_nothing_when_asked_for_the_idle_view(
     await board.init_run({"name": "n"}, [])
     await add(board, "a")
     assert await board.request_stop("stop")
-    assert await board.claim("x", "dev", 10_000, idle=True) == Idle(1, [], "interrupted")
+    idle = await board.claim("x", "dev", 10_000, idle=True)
+    assert isinstance(idle, Idle) and idle[:3] == (1, [], "interrupted")
     assert (await board.task("a")).status == "ready"  # type: ignore[union-attr]
