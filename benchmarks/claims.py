@@ -34,7 +34,7 @@ PER_CONNECTION = 10  # claimers sharing one Blackboard (one client and its pool)
 URL_ENV = "SWARM_BENCH_REDIS_URL"
 
 
-def note(tasks: int, claimers: int) -> str:
+def note(tasks: int, claimers: int, rounds: int = 3) -> str:
     return (
         f"{tasks:,} tasks of one role on the embedded Redis; {claimers} claimer coroutines "
         f"(one client connection pool per {PER_CONNECTION}) each claim a task "
@@ -42,8 +42,8 @@ def note(tasks: int, claimers: int) -> str:
         "in one process, then split over two processes started together. Claims per second "
         "from the first claim to the last completion. Double claims are counted against "
         "what every claimer recorded it got, and against each task's `attempts` field and "
-        "the stream's `task_claimed` events. Each variant runs three times on fresh runs; "
-        "the median round is shown. Redis commands per claim + complete are the "
+        f"the stream's `task_claimed` events. Each variant runs {rounds} time(s) on fresh "
+        "runs; the median round is shown. Redis commands per claim + complete are the "
         "server's INFO commandstats delta (a script's inner calls included). "
         "Target: ≥ 5,000 claims/s with 100 claimers, 0 double claims."
     )
@@ -308,7 +308,7 @@ def main() -> None:
     if args.write:
         from benchmarks.run import replace_section
 
-        replace_section(TITLE, note(tasks, args.claimers), table)
+        replace_section(TITLE, note(tasks, args.claimers, args.rounds), table)
 
 
 if __name__ == "__main__":

@@ -449,7 +449,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
-    from benchmarks import context_cache, redis_fsync, redis_trips, swarm_cpu
+    from benchmarks import claims, context_cache, redis_fsync, redis_trips, scheduling, swarm_cpu
 
     NOTES[redis_fsync.TITLE] = redis_fsync.note()
     NOTES[redis_trips.TITLE] = redis_trips.NOTE
@@ -457,6 +457,9 @@ def main() -> None:
     NOTES[context_cache.TITLE] = context_cache.note(files)
     agents, turns = (4, [10]) if args.quick else (10, [10, 30, 100])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
+    claim_tasks, rounds = (5_000, 1) if args.quick else (20_000, 3)
+    NOTES[claims.TITLE] = claims.note(claim_tasks, 100, rounds)
+    NOTES[scheduling.TITLE] = scheduling.note(60, 10, 0.2, 13, rounds=rounds)
     sections = {
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
         "OpenAI provider, CPU per call (6 tools)": bench_provider_cpu("openai", calls),
@@ -465,6 +468,8 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        claims.TITLE: claims.rows(claim_tasks, 100, rounds=rounds),
+        scheduling.TITLE: scheduling.rows(rounds=rounds),
     }
     print(write_doc(sections))
 
