@@ -247,6 +247,7 @@ class AgentLoop:
         self.runner = ToolRunner(self.tools, ctx, permissions, self._tool_event)
         self._task_id = ""
         self._token = ""  # the current claim's fencing token
+        self._fresh = False  # the current claim found its session empty
         self._stored = 0  # messages of the current task's session stored in Redis
         self._last_status: tuple[Any, ...] | None = None
         self._outage = False  # a request failed after every retry, none has succeeded since
@@ -290,6 +291,7 @@ class AgentLoop:
                 self._token = claim.token
                 # the claim marked it working, as set_status would have
                 self._last_status = ("working", claim.task_id, (("waiting_for", ""),))
+                self._fresh = claim.session_len == 0  # nothing stored yet: no session to read
                 await self.work(claim.task_id, claim.task)
                 continue
             if claim.state != "running":
@@ -454,7 +456,10 @@ class AgentLoop:
         """The task's conversation as the model sees it (started if new), with what came
         back to it: a merge the queue sent back, or a retry after it failed."""
         name = self.agent.name
-        stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
+        fresh, self._fresh = self._fresh, False
+        stored = (
+            [] if fresh else [Message.model_validate(m) for m in await self.board.session(task.id)]
+        )
         self._stored = len(stored)
         if not stored:
             deps = await self.board.tasks_by_id(task.needs)

@@ -36,6 +36,7 @@ class Claim(NamedTuple):
     attempts: int
     token: str  # the lease's fencing token: every write about the task carries it
     task: TaskView | None = None  # the task as claimed (the agent loop's claim only)
+    session_len: int = -1  # messages in its session then (-1: not read)
 
 
 class Idle(NamedTuple):
@@ -355,7 +356,8 @@ class Blackboard:
         if len(res) > 4 and res[4]:
             flat = res[4]
             task = TaskView.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
-        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]), task)
+        session_len = int(res[5]) if len(res) > 5 else -1
+        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]), task, session_len)
 
     async def heartbeat(self, task_id: str, agent: str, lease_ms: int, token: str = "") -> bool:
         args: list[str | int] = [self.k.prefix, task_id, agent, lease_ms, token]

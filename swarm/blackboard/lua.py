@@ -130,7 +130,7 @@ end
 # -> {task_id, 'claimed'|'resumed', attempts, token} | nil
 # The agent loop's claim does what the loop did around it in the same round trip: a stopped
 # run claims nothing; a claim marks the agent working (status and event, as its
-# set_status would) and brings the task's hash along; nothing to claim comes back as
+# set_status would) and brings the task's hash and its session's length along; nothing to claim comes back as
 # {'', 'idle', open tasks, waiting for (unfinished needs of its first pending tasks,
 # comma-separated), run state, the last event's id (to wait for newer ones from)}.
 # First the agent's own claim (a restarted agent re-attaches to it), else the first ready
@@ -152,7 +152,8 @@ local function taken(id, k, kind, attempts, token)
   if not loop then return {id, kind, tostring(attempts), tostring(token)} end
   redis.call('HSET', p .. ':agent:' .. me, 'status', 'working', 'task', id, 'waiting_for', '')
   emit('agent_status', id, me, cjson.encode({status = 'working', waiting_for = ''}))
-  return {id, kind, tostring(attempts), tostring(token), redis.call('HGETALL', k)}
+  return {id, kind, tostring(attempts), tostring(token), redis.call('HGETALL', k),
+    redis.call('LLEN', p .. ':session:' .. id)}
 end
 if loop and state ~= 'running' then  -- a stopped run: nothing is claimed
   return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), '', state, last_event()}

@@ -180,6 +180,11 @@ async def test_nothing_to_claim_says_what_the_agent_waits_on(board: Blackboard) 
     )
     agent = await board.r.hgetall(board.k.agent("x"))
     assert (agent["status"], agent["task"]) == ("working", "b")
+    assert c.session_len == 0  # nothing stored yet
+    msg = {"role": "user", "content": [{"type": "text", "text": "Task b: B"}]}
+    assert await board.record_turn("x", "b", [msg], token=c.token, expected=0) == 1
+    c = await board.claim("x", "dev", 10_000, idle=True)  # a restarted agent re-attaches
+    assert isinstance(c, Claim) and (c.kind, c.session_len) == ("resumed", 1)
     assert await board.fail("b", "x", "no", c.token)  # c and mine fail with it
     assert (await board.claim("x", "dev", 10_000, idle=True))[:3] == (0, [], "running")
     assert await board.retry_failed() == 3  # b ready again, c and mine pending behind it
