@@ -19,6 +19,7 @@ from swarm.blackboard.limits import (
     RateSlot,
     Reservation,
 )
+from swarm.blackboard.lua import WAKE_EVENTS
 from swarm.config import AgentInstance
 from swarm.context import (
     COMPACT_PROMPT,
@@ -129,26 +130,6 @@ INBOX_SHOWN = 20  # unread inbox messages shown with a turn's tool results, at m
 # ran when they took less than this; a message sent during a longer command is shown with
 # its result.
 INBOX_FRESH_S = 0.25
-# Events after which an idle agent looks for work again: a task's status changed, tasks
-# were added or revived, a merge landed or gave up, the run ended or went on.
-WAKE_EVENTS = frozenset(
-    {
-        "task_completed",
-        "task_failed",
-        "task_created",
-        "task_ready",
-        "task_released",
-        "task_requeued",
-        "task_resumed",
-        "tasks_retried",
-        "merged",
-        "merge_gave_up",
-        "run_finished",
-        "run_resumed",
-        "run_taken_over",
-        "redis_recovered",
-    }
-)
 OUTAGE_BACKOFF_S = (5.0, 15.0, 30.0, 60.0, 120.0)  # the circuit's pauses, by outage round
 
 
@@ -314,7 +295,8 @@ class AgentLoop:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while (left := deadline - loop.time()) > 0:
-            events = await self.board.wait_events(last, block_ms=max(int(left * 1000), 1))
+            # the wake stream holds only WAKE_EVENTS: others' turns never wake this agent
+            events = await self.board.wait_wake(last, block_ms=max(int(left * 1000), 1))
             if not events or any(e.type in WAKE_EVENTS for e in events):
                 return
             last = events[-1].id

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarm.blackboard import lua
 from swarm.blackboard.keys import RUNS, SCHEMA, Keys
 from swarm.blackboard.limits import Reservation
+from swarm.blackboard.lua import WAKE_EVENTS
 from swarm.errors import SwarmError
 
 TERMINAL = ("completed", "failed")
@@ -45,7 +46,7 @@ class Idle(NamedTuple):
     open: int  # tasks not completed or failed (0: the run's work is done, or nearly)
     waiting_for: list[str]  # unfinished needs of its first pending tasks, in claim order
     state: str  # the run's state
-    last_event: str = "0-0"  # the stream's last event when this was read: wait from it
+    last_event: str = "0-0"  # the wake stream's last id when this was read: wait from it
 
 
 class OutageRetry(Retry):
@@ -443,12 +444,19 @@ class Blackboard:
     async def emit(
         self, kind: str, task: str = "", agent: str = "", data: dict[str, Any] | None = None
     ) -> None:
-        await self.r.xadd(
-            self.k.events,
-            self._event_fields(kind, task, agent, data),
-            maxlen=200_000,
-            approximate=True,
-        )
+        fields = self._event_fields(kind, task, agent, data)
+        if kind not in WAKE_EVENTS:
+            await self.r.xadd(self.k.events, fields, maxlen=200_000, approximate=True)
+            return
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.k.events, fields, maxlen=200_000, approximate=True)
+        self._wake(pipe, fields)
+        await pipe.execute()
+
+    def _wake(self, pipe: Any, fields: dict[str, str]) -> None:
+        """The copy of a WAKE_EVENTS event on the wake stream (as lua's emit writes it)."""
+        wake = {"type": fields["type"], "ts": fields["ts"], "task": fields["task"]}
+        pipe.xadd(self.k.wake, wake, maxlen=10_000, approximate=True)
 
     @staticmethod
     def _event_fields(
@@ -473,6 +481,11 @@ class Blackboard:
         res = await self.r.xread({self.k.events: after}, block=block_ms, count=1000)
         return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
 
+    async def wait_wake(self, after: str, block_ms: int) -> list[Event]:
+        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`."""
+        res = await self.r.xread({self.k.wake: after}, block=block_ms, count=100)
+        return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
+
     async def last_event_id(self) -> str:
         rows = await self.r.xrevrange(self.k.events, count=1)
         return rows[0][0] if rows else "0-0"
@@ -494,12 +507,10 @@ class Blackboard:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.agent(name), mapping={k: str(v) for k, v in fields.items()})
         if event:
-            pipe.xadd(
-                self.k.events,
-                self._event_fields(event, str(fields.get("task", "")), name, data),
-                maxlen=200_000,
-                approximate=True,
-            )
+            ev = self._event_fields(event, str(fields.get("task", "")), name, data)
+            pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
+            if event in WAKE_EVENTS:
+                self._wake(pipe, ev)
         await pipe.execute()
 
     # -- sessions ----------------------------------------------------------------------

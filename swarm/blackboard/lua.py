@@ -4,7 +4,34 @@ Keys are derived from the run prefix passed in ARGV[1] (single-node Redis; a clu
 would need hash tags on the prefix).
 """
 
-COMMON = r"""
+# Events after which an idle agent looks for work again: a task's status changed, tasks
+# were added or revived, a merge landed or gave up, the run ended or went on.
+WAKE_EVENTS = frozenset(
+    {
+        "task_completed",
+        "task_failed",
+        "task_created",
+        "task_ready",
+        "task_released",
+        "task_requeued",
+        "task_resumed",
+        "tasks_retried",
+        "merged",
+        "merge_gave_up",
+        "run_finished",
+        "run_resumed",
+        "run_taken_over",
+        "redis_recovered",
+    }
+)
+
+# emit() copies these to the run's wake stream (`wake`), which idle agents block on: an
+# idle agent is woken by no other event (a turn, a tool call, a status change)
+_WAKE_LUA = "local WAKE = {" + ", ".join(f"{k} = true" for k in sorted(WAKE_EVENTS)) + "}\n"
+
+COMMON = (
+    _WAKE_LUA
+    + r"""
 local p = ARGV[1]
 local clock = nil  -- a script is atomic: one reading of the clock serves all of it
 local function now_ms()
@@ -18,6 +45,10 @@ local function emit(kind, task, agent, data)
   redis.call('XADD', p .. ':events', 'MAXLEN', '~', '200000', '*',
     'type', kind, 'ts', tostring(now_ms()), 'task', task or '', 'agent', agent or '',
     'data', data or '{}')
+  if WAKE[kind] then
+    redis.call('XADD', p .. ':wake', 'MAXLEN', '~', '10000', '*', 'type', kind,
+      'ts', tostring(now_ms()), 'task', task or '')
+  end
 end
 -- The claim index, so that CLAIM reads a few keys instead of every task:
 --   ready:agent:<agent>, ready:role:<role>  zsets of the ready tasks only that agent / any
@@ -125,6 +156,7 @@ local function promote(id)  -- dependents whose needs are now all completed beco
   end
 end
 """
+)
 
 # ARGV: prefix, agent, role, lease_ms, agent loop ('1': the agent loop's claim, see below)
 # -> {task_id, 'claimed'|'resumed', attempts, token} | nil
@@ -132,7 +164,7 @@ end
 # run claims nothing; a claim marks the agent working (status and event, as its
 # set_status would) and brings the task's hash and its session's length along; nothing to claim comes back as
 # {'', 'idle', open tasks, waiting for (unfinished needs of its first pending tasks,
-# comma-separated), run state, the last event's id (to wait for newer ones from)}.
+# comma-separated), run state, the wake stream's last id (to wait for newer ones from)}.
 # First the agent's own claim (a restarted agent re-attaches to it), else the first ready
 # task in the tasks list's order that it may take: one of its name, or of its role with no
 # agent named. Read from the claim index (COMMON), not from every task.
@@ -144,8 +176,8 @@ local now = now_ms()
 ensure_index()
 local state = redis.call('HGET', p .. ':meta', 'state') or 'running'
 local loop = ARGV[5] == '1'
-local function last_event()
-  local top = redis.call('XREVRANGE', p .. ':events', '+', '-', 'COUNT', 1)
+local function last_event()  -- the wake stream's: an idle agent waits on it
+  local top = redis.call('XREVRANGE', p .. ':wake', '+', '-', 'COUNT', 1)
   return top[1] and top[1][1] or '0-0'
 end
 local function taken(id, k, kind, attempts, token)

@@ -167,7 +167,8 @@ async def test_nothing_to_claim_says_what_the_agent_waits_on(board: Blackboard) 
     idle = await board.claim("x", "dev", 10_000, idle=True)
     assert isinstance(idle, Idle)
     assert idle[:3] == (4, ["b", "a"], "running")
-    assert idle.last_event == await board.last_event_id()  # read with it: wait from there
+    # read with it: the wake stream's last entry, to wait from
+    assert idle.last_event == (await board.r.xrevrange(board.k.wake, count=1))[0][0]
     c = await board.claim("w", "doc", 10_000)
     assert c is not None and await board.complete("a", "w", "ok", c.token)
     c = await board.claim("x", "dev", 10_000, idle=True)
@@ -204,3 +205,25 @@ async def test_a_stopped_run_claims_nothing_when_asked_for_the_idle_view(
     idle = await board.claim("x", "dev", 10_000, idle=True)
     assert isinstance(idle, Idle) and idle[:3] == (1, [], "interrupted")
     assert (await board.task("a")).status == "ready"  # type: ignore[union-attr]
+
+
+async def test_the_wake_stream_holds_only_events_that_can_give_work(board: Blackboard) -> None:
+    await add(board, "a")
+    await add(board, "b", needs=["a"])
+    last = (await board.r.xrevrange(board.k.wake, count=1))[0][0]
+    waiter = asyncio.create_task(board.wait_wake(last, block_ms=5000))
+    c = await board.claim("x", "dev", 10_000)
+    assert c is not None
+    for n in range(20):  # a busy agent: turns, tool calls, status changes
+        await board.emit("model_turn", task="a", agent="x", data={"turn": n})
+        await board.update_agent(
+            "x", event="agent_status", data={"status": "working"}, status="working"
+        )
+    await asyncio.sleep(0.2)
+    assert not waiter.done()  # none of them woke the waiter
+    assert await board.complete("a", "x", "ok", c.token)
+    woke = await asyncio.wait_for(waiter, 5)
+    assert [e.type for e in woke] == ["task_completed", "task_ready"]
+    assert [e.task for e in woke] == ["a", "b"]
+    await board.emit("run_resumed")  # one emitted from Python wakes too
+    assert [e.type for e in await board.wait_wake(woke[-1].id, block_ms=1000)] == ["run_resumed"]
