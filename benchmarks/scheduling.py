@@ -171,6 +171,7 @@ class Measured:
     wall_s: float
     window: tuple[float, float] = (0.0, 0.0)  # first claim, last completion (epoch s)
     cpu_s: float = 0.0  # the swarm's whole process tree, in that window
+    cpu_by_kind: dict[str, float] = field(default_factory=dict)
 
 
 async def _events(root: Path, run_id: str) -> list[Any]:
@@ -296,6 +297,7 @@ def run_swarm(
     m = analyse(events, dag, latency)
     m.wall_s = wall
     m.cpu_s = sampler.cpu_between(*m.window)
+    m.cpu_by_kind = sampler.cpu_by_kind(*m.window)
     return m
 
 
@@ -356,6 +358,14 @@ def rows(
             "swarm CPU in the makespan (all its processes) / per model turn",
             f"{m.cpu_s:.1f} s ({m.cpu_s / max(m.makespan, 1e-9):.2f} cores) / "
             f"{1000 * m.cpu_s / turns:.0f} ms",
+        ),
+        (
+            "swarm CPU in the makespan by process",
+            ", ".join(
+                f"{kind} {v:.2f} s"
+                for kind, v in sorted(m.cpu_by_kind.items(), key=lambda kv: -kv[1])
+                if v >= 0.05
+            ),
         ),
         (
             "machine load (1-minute load average before / after; other work shares the cores)",

@@ -60,8 +60,8 @@ end
 --       agent waits for);
 --   open  the number of tasks not completed or failed (an idle agent's cue to leave).
 -- An entry is a candidate, not the truth: every reader checks the task's own status and
--- drops a stale entry, so only the ways into 'ready' and 'claimed' must add; the ways out
--- remove their entries to keep the sets small.
+-- drops a stale entry, so only the ways into 'ready', 'pending' and 'claimed' must add;
+-- the ways out remove their entries to keep the sets small. `open` is counted exactly.
 local function queue_of(k, kind)
   local v = redis.call('HMGET', k, 'agent', 'role', 'seq')
   local key = p .. ':' .. (kind or 'ready') .. ':role:' .. (v[2] or '')
@@ -162,9 +162,9 @@ end
 # -> {task_id, 'claimed'|'resumed', attempts, token} | nil
 # The agent loop's claim does what the loop did around it in the same round trip: a stopped
 # run claims nothing; a claim marks the agent working (status and event, as its
-# set_status would) and brings the task's hash and its session's length along; nothing to claim comes back as
-# {'', 'idle', open tasks, waiting for (unfinished needs of its first pending tasks,
-# comma-separated), run state, the wake stream's last id (to wait for newer ones from)}.
+# set_status would) and brings the task's hash and its session's length along; nothing to
+# claim comes back as {'', 'idle', open tasks, waiting for (unfinished needs of its first
+# pending tasks, comma-separated), run state, the wake stream's last id (to wait from)}.
 # First the agent's own claim (a restarted agent re-attaches to it), else the first ready
 # task in the tasks list's order that it may take: one of its name, or of its role with no
 # agent named. Read from the claim index (COMMON), not from every task.
