@@ -174,8 +174,8 @@ CLAIM = (
 local me, role, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 ensure_index()
-local state = redis.call('HGET', p .. ':meta', 'state') or 'running'
 local loop = ARGV[5] == '1'
+local state = loop and (redis.call('HGET', p .. ':meta', 'state') or 'running')
 local function last_event()  -- the wake stream's: an idle agent waits on it
   local top = redis.call('XREVRANGE', p .. ':wake', '+', '-', 'COUNT', 1)
   return top[1] and top[1][1] or '0-0'
