@@ -502,11 +502,13 @@ def main() -> None:
     n = 50 if args.quick else 300
     calls = 10 if args.quick else 100
     from benchmarks import (
+        claims,
         context_cache,
         dashboard_idle,
         peers_cpu,
         redis_fsync,
         redis_trips,
+        scheduling,
         startup,
         swarm_cpu,
     )
@@ -521,6 +523,10 @@ def main() -> None:
     # the packings are compared
     agents, turns = (4, [10]) if args.quick else (10, [30])
     NOTES[swarm_cpu.TITLE] = swarm_cpu.NOTE.format(agents=agents)
+    # claims per second and scheduling: median of 3 runs (1 in the quick form)
+    claim_tasks, bench_rounds = (5_000, 1) if args.quick else (20_000, 3)
+    NOTES[claims.TITLE] = claims.note(claim_tasks, 100, bench_rounds)
+    NOTES[scheduling.TITLE] = scheduling.note(60, 10, 0.2, 13, rounds=bench_rounds)
     idle_s = 5.0 if args.quick else 20.0
     NOTES[dashboard_idle.TITLE] = dashboard_idle.note(idle_s)
     peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
@@ -533,6 +539,8 @@ def main() -> None:
         redis_fsync.TITLE: redis_fsync.bench_fsync(4 if args.quick else 20),
         context_cache.TITLE: context_cache.bench_cache(files),
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
+        claims.TITLE: claims.rows(claim_tasks, 100, rounds=bench_rounds),
+        scheduling.TITLE: scheduling.rows(rounds=bench_rounds),
         dashboard_idle.TITLE: dashboard_idle.measure(idle_s),
         peers_cpu.TITLE: peers_cpu.run(
             peer_agents, peer_turns, peer_repeat, where=where, quick=args.quick

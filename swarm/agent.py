@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm import approvals
-from swarm.blackboard.board import TERMINAL, Blackboard, TaskView
+from swarm.blackboard.board import TERMINAL, Blackboard, Claim, TaskView
 from swarm.blackboard.limits import (
     Budget,
     BudgetExhausted,
@@ -21,6 +21,7 @@ from swarm.blackboard.limits import (
     RateSlot,
     Reservation,
 )
+from swarm.blackboard.lua import WAKE_EVENTS
 from swarm.config import AgentInstance
 from swarm.context import (
     COMPACT_PROMPT,
@@ -142,26 +143,6 @@ CHECKPOINT = "ask_checkpoint"
 ATTENDED_WAIT_S = 3600.0
 #: The tool call the runner is working on (read-only calls run at the same time).
 _CURRENT_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("swarm_current_call")
-# Events after which an idle agent looks for work again: a task's status changed, tasks
-# were added or revived, a merge landed or gave up, the run ended or went on.
-WAKE_EVENTS = frozenset(
-    {
-        "task_completed",
-        "task_failed",
-        "task_created",
-        "task_ready",
-        "task_released",
-        "task_requeued",
-        "task_resumed",
-        "tasks_retried",
-        "merged",
-        "merge_gave_up",
-        "run_finished",
-        "run_resumed",
-        "run_taken_over",
-        "redis_recovered",
-    }
-)
 OUTAGE_BACKOFF_S = (5.0, 15.0, 30.0, 60.0, 120.0)  # the circuit's pauses, by outage round
 
 
@@ -271,6 +252,7 @@ class AgentLoop:
         self._resume_calls: dict[str, ToolOutput] | None = None
         self._task_id = ""
         self._token = ""  # the current claim's fencing token
+        self._fresh = False  # the current claim found its session empty
         self._stored = 0  # messages of the current task's session stored in Redis
         self._last_status: tuple[Any, ...] | None = None
         self._outage = False  # a request failed after every retry, none has succeeded since
@@ -309,25 +291,29 @@ class AgentLoop:
         await self.budget.release(name)  # a reservation left by this agent's previous process
         await self.set_status("idle")
         while True:
-            last = await self.board.last_event_id()
-            if await self.board.run_state() != "running":
-                break
-            claim = await self.board.claim(name, role, self.swarm.lease_ms)
-            if claim is not None:
+            # one round trip: a stopped run claims nothing and says so; nothing to claim
+            # comes back with the count of open tasks and what this agent waits on, so an
+            # idle agent reads no task on a wake-up
+            claim = await self.board.claim(name, role, self.swarm.lease_ms, idle=True)
+            if isinstance(claim, Claim):
                 self._token = claim.token
-                await self.work(claim.task_id)
+                # the claim marked it working, as set_status would have
+                self._last_status = ("working", claim.task_id, (("waiting_for", ""),))
+                self._fresh = claim.session_len == 0  # nothing stored yet: no session to read
+                await self.work(claim.task_id, claim.task)
                 continue
+            if claim.state != "running":
+                break
             # (expired leases are requeued by the coordinator alone: it knows when Redis
             # was unreachable, and gives every lease its time back first)
-            tasks = await self.board.tasks()
-            if all(t.status in TERMINAL for t in tasks):
-                break
-            waiting = self._waiting_for(tasks)
+            if claim.open <= 0 and all(t.status in TERMINAL for t in await self.board.tasks()):
+                break  # (the count is a cue; the tasks themselves decide)
+            waiting = claim.waiting_for
             if waiting:
                 await self.set_status("waiting", waiting_for=",".join(waiting))
             else:
                 await self.set_status("idle", waiting_for="")
-            await self._wait_for_work(last, min(self.swarm.lease_ms // 2, 5000))
+            await self._wait_for_work(claim.last_event, min(self.swarm.lease_ms // 2, 5000))
         await self.set_status("done", waiting_for="")
 
     async def work_claimed(self, task_id: str, token: str) -> None:
@@ -347,28 +333,20 @@ class AgentLoop:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while (left := deadline - loop.time()) > 0:
-            events = await self.board.wait_events(last, block_ms=max(int(left * 1000), 1))
+            # the wake stream holds only WAKE_EVENTS: others' turns never wake this agent
+            events = await self.board.wait_wake(last, block_ms=max(int(left * 1000), 1))
             if not events or any(e.type in WAKE_EVENTS for e in events):
                 return
             last = events[-1].id
 
-    def _waiting_for(self, tasks: list[TaskView]) -> list[str]:
-        """Unfinished dependencies of the pending tasks this agent could take."""
-        status = {t.id: t.status for t in tasks}
-        out: list[str] = []
-        for t in tasks:
-            mine = t.agent == self.agent.name or (not t.agent and t.role == self.agent.role)
-            if mine and t.status == "pending":
-                out += [n for n in t.needs if status.get(n) != "completed" and n not in out]
-        return out
-
-    async def work(self, task_id: str) -> None:
+    async def work(self, task_id: str, task: TaskView | None = None) -> None:
         self._task_id = task_id
         self.handle.task_id = task_id
         if isinstance(self.ctx.state, BoardState):
             self.ctx.state.take()  # writes of a turn that was never stored (a lost lease)
         self.handle.failed_reason = None
-        task = await self.board.task(task_id)
+        if task is None:
+            task = await self.board.task(task_id)
         if task is None:  # claimed a moment ago, so it exists; never crash the agent on it
             return
         await self.set_status("working", task=task_id, waiting_for="")
@@ -498,10 +476,13 @@ class AgentLoop:
         """The task's conversation as the model sees it (started if new), with what came
         back to it: a merge the queue sent back, or a retry after it failed."""
         name = self.agent.name
-        stored = [Message.model_validate(m) for m in await self.board.session(task.id)]
+        fresh, self._fresh = self._fresh, False
+        stored = (
+            [] if fresh else [Message.model_validate(m) for m in await self.board.session(task.id)]
+        )
         self._stored = len(stored)
         if not stored:
-            deps = [d for d in [await self.board.task(n) for n in task.needs] if d]
+            deps = await self.board.tasks_by_id(task.needs)
             first, unread = await self._with_inbox(Message.user_text(task_prompt(task, deps)))
             await self._store(task.id, [first], events=[("session_started", {})], inbox_read=unread)
             stored = [first]

@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarm.blackboard import lua
 from swarm.blackboard.keys import RUNS, SCHEMA, SESSIONS, Keys
 from swarm.blackboard.limits import Reservation
+from swarm.blackboard.lua import WAKE_EVENTS
 from swarm.errors import SwarmError
 
 TERMINAL = ("completed", "failed")
@@ -35,6 +36,17 @@ class Claim(NamedTuple):
     kind: str  # 'claimed' (a new attempt) or 'resumed' (re-attached to its own claim)
     attempts: int
     token: str  # the lease's fencing token: every write about the task carries it
+    task: TaskView | None = None  # the task as claimed (the agent loop's claim only)
+    session_len: int = -1  # messages in its session then (-1: not read)
+
+
+class Idle(NamedTuple):
+    """Nothing to claim (``Blackboard.claim(..., idle=True)``), and what the agent waits on."""
+
+    open: int  # tasks not completed or failed (0: the run's work is done, or nearly)
+    waiting_for: list[str]  # unfinished needs of its first pending tasks, in claim order
+    state: str  # the run's state
+    last_event: str = "0-0"  # the wake stream's last id when this was read: wait from it
 
 
 class OutageRetry(Retry):
@@ -308,6 +320,13 @@ class Blackboard:
         h = await self.r.hgetall(self.k.task(task_id))
         return TaskView.from_hash(h) if h else None
 
+    async def tasks_by_id(self, ids: Iterable[str]) -> list[TaskView]:
+        """These tasks (the ones that exist), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(self.k.task(i))
+        return [TaskView.from_hash(h) for h in await pipe.execute() if h]
+
     async def tasks(self) -> list[TaskView]:
         ids = await self.task_ids()
         pipe = self.r.pipeline(transaction=False)
@@ -325,11 +344,33 @@ class Blackboard:
     # Task changes by an agent carry its claim's fencing token (``token``): a process that
     # lost the lease (a partitioned old actor, a stop followed by a quick resume) is
     # refused. An empty token skips the check (tests and tools that act as the owner).
-    async def claim(self, agent: str, role: str, lease_ms: int) -> Claim | None:
-        res = await self._claim(args=[self.k.prefix, agent, role, lease_ms])
+    @overload
+    async def claim(self, agent: str, role: str, lease_ms: int) -> Claim | None: ...
+    @overload
+    async def claim(
+        self, agent: str, role: str, lease_ms: int, idle: Literal[True]
+    ) -> Claim | Idle: ...
+    async def claim(
+        self, agent: str, role: str, lease_ms: int, idle: bool = False
+    ) -> Claim | Idle | None:
+        """The agent's own claim (re-attached) or the next ready task it may take.
+
+        ``idle`` is the agent loop's claim, which does in the same round trip what the loop
+        did around it (lua.CLAIM): a stopped run claims nothing, a claim marks the agent
+        working and brings the task along, and nothing to claim comes back as an `Idle`
+        instead of None: an idle agent learns what it waits on without reading every task."""
+        res = await self._claim(args=[self.k.prefix, agent, role, lease_ms, "1" if idle else ""])
         if not res:
             return None
-        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]))
+        if res[1] == "idle":
+            waiting = [w for w in str(res[3]).split(",") if w]
+            return Idle(int(res[2] or 0), waiting, str(res[4]), str(res[5]))
+        task = None
+        if len(res) > 4 and res[4]:
+            flat = res[4]
+            task = TaskView.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        session_len = int(res[5]) if len(res) > 5 else -1
+        return Claim(res[0], res[1], int(res[2] or 0), str(res[3]), task, session_len)
 
     async def heartbeat(self, task_id: str, agent: str, lease_ms: int, token: str = "") -> bool:
         args: list[str | int] = [self.k.prefix, task_id, agent, lease_ms, token]
@@ -415,12 +456,19 @@ class Blackboard:
     async def emit(
         self, kind: str, task: str = "", agent: str = "", data: dict[str, Any] | None = None
     ) -> None:
-        await self.r.xadd(
-            self.k.events,
-            self._event_fields(kind, task, agent, data),
-            maxlen=200_000,
-            approximate=True,
-        )
+        fields = self._event_fields(kind, task, agent, data)
+        if kind not in WAKE_EVENTS:
+            await self.r.xadd(self.k.events, fields, maxlen=200_000, approximate=True)
+            return
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.k.events, fields, maxlen=200_000, approximate=True)
+        self._wake(pipe, fields)
+        await pipe.execute()
+
+    def _wake(self, pipe: Any, fields: dict[str, str]) -> None:
+        """The copy of a WAKE_EVENTS event on the wake stream (as lua's emit writes it)."""
+        wake = {"type": fields["type"], "ts": fields["ts"], "task": fields["task"]}
+        pipe.xadd(self.k.wake, wake, maxlen=10_000, approximate=True)
 
     @staticmethod
     def _event_fields(
@@ -445,6 +493,11 @@ class Blackboard:
         res = await self.r.xread({self.k.events: after}, block=block_ms, count=1000)
         return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
 
+    async def wait_wake(self, after: str, block_ms: int) -> list[Event]:
+        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`."""
+        res = await self.r.xread({self.k.wake: after}, block=block_ms, count=100)
+        return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
+
     async def last_event_id(self) -> str:
         rows = await self.r.xrevrange(self.k.events, count=1)
         return rows[0][0] if rows else "0-0"
@@ -466,12 +519,10 @@ class Blackboard:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.agent(name), mapping={k: str(v) for k, v in fields.items()})
         if event:
-            pipe.xadd(
-                self.k.events,
-                self._event_fields(event, str(fields.get("task", "")), name, data),
-                maxlen=200_000,
-                approximate=True,
-            )
+            ev = self._event_fields(event, str(fields.get("task", "")), name, data)
+            pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
+            if event in WAKE_EVENTS:
+                self._wake(pipe, ev)
         await pipe.execute()
 
     # -- sessions ----------------------------------------------------------------------

@@ -4,16 +4,109 @@ Keys are derived from the run prefix passed in ARGV[1] (single-node Redis; a clu
 would need hash tags on the prefix).
 """
 
-COMMON = r"""
+# Events after which an idle agent looks for work again: a task's status changed, tasks
+# were added or revived, a merge landed or gave up, the run ended or went on.
+WAKE_EVENTS = frozenset(
+    {
+        "task_completed",
+        "task_failed",
+        "task_created",
+        "task_ready",
+        "task_released",
+        "task_requeued",
+        "task_resumed",
+        "tasks_retried",
+        "merged",
+        "merge_gave_up",
+        "run_finished",
+        "run_resumed",
+        "run_taken_over",
+        "redis_recovered",
+    }
+)
+
+# emit() copies these to the run's wake stream (`wake`), which idle agents block on: an
+# idle agent is woken by no other event (a turn, a tool call, a status change)
+_WAKE_LUA = "local WAKE = {" + ", ".join(f"{k} = true" for k in sorted(WAKE_EVENTS)) + "}\n"
+
+COMMON = (
+    _WAKE_LUA
+    + r"""
 local p = ARGV[1]
+local clock = nil  -- a script is atomic: one reading of the clock serves all of it
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return clock
 end
 local function emit(kind, task, agent, data)
   redis.call('XADD', p .. ':events', 'MAXLEN', '~', '200000', '*',
     'type', kind, 'ts', tostring(now_ms()), 'task', task or '', 'agent', agent or '',
     'data', data or '{}')
+  if WAKE[kind] then
+    redis.call('XADD', p .. ':wake', 'MAXLEN', '~', '10000', '*', 'type', kind,
+      'ts', tostring(now_ms()), 'task', task or '')
+  end
+end
+-- The claim index, so that CLAIM reads a few keys instead of every task:
+--   ready:agent:<agent>, ready:role:<role>  zsets of the ready tasks only that agent / any
+--       agent of that role may take, scored by the task's place in the tasks list (`seq`),
+--       which is the claim order;
+--   claimed  the set of claimed tasks (REQUEUE_EXPIRED, EXTEND_LEASES);
+--   held:<agent>  the tasks the agent holds (CLAIM re-attaches it to them);
+--   pending:agent:<agent>, pending:role:<role>  the same for pending tasks (what an idle
+--       agent waits for);
+--   open  the number of tasks not completed or failed (an idle agent's cue to leave).
+-- An entry is a candidate, not the truth: every reader checks the task's own status and
+-- drops a stale entry, so only the ways into 'ready', 'pending' and 'claimed' must add;
+-- the ways out remove their entries to keep the sets small. `open` is counted exactly.
+local function queue_of(k, kind)
+  local v = redis.call('HMGET', k, 'agent', 'role', 'seq')
+  local key = p .. ':' .. (kind or 'ready') .. ':role:' .. (v[2] or '')
+  if v[1] and v[1] ~= '' then key = p .. ':' .. (kind or 'ready') .. ':agent:' .. v[1] end
+  return key, tonumber(v[3] or '0') or 0
+end
+local function set_ready(id, k)  -- the task's status was just set to 'ready'
+  local key, seq = queue_of(k)
+  redis.call('ZADD', key, seq, id)
+  redis.call('ZREM', (queue_of(k, 'pending')), id)
+end
+local function unready(id, k)
+  local key = queue_of(k)
+  redis.call('ZREM', key, id)
+end
+local function set_pending(id, k)  -- the task's status was just set to 'pending'
+  local key, seq = queue_of(k, 'pending')
+  redis.call('ZADD', key, seq, id)
+end
+local function unclaim(id, agent)  -- the task's status leaves 'claimed'
+  redis.call('SREM', p .. ':claimed', id)
+  if agent and agent ~= '' then redis.call('SREM', p .. ':held:' .. agent, id) end
+end
+-- a run stored before the index existed (an older version's run, resumed): build it once
+local function ensure_index()
+  if redis.call('EXISTS', p .. ':indexed') == 1 then return end
+  local open = 0
+  for i, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
+    local k = p .. ':task:' .. id
+    local v = redis.call('HMGET', k, 'status', 'assignee', 'seq')
+    if v[1] then  -- a listed task whose data is gone stays gone (StateCorrupt reports it)
+      if not v[3] then redis.call('HSET', k, 'seq', i) end
+      if v[1] ~= 'completed' and v[1] ~= 'failed' then open = open + 1 end
+      if v[1] == 'ready' then
+        set_ready(id, k)
+      elseif v[1] == 'pending' then
+        set_pending(id, k)
+      elseif v[1] == 'claimed' then
+        redis.call('SADD', p .. ':claimed', id)
+        if v[2] and v[2] ~= '' then redis.call('SADD', p .. ':held:' .. v[2], id) end
+      end
+    end
+  end
+  redis.call('SET', p .. ':open', open)
+  redis.call('SET', p .. ':indexed', '1')
 end
 local function fail_cascade(id, agent, reason)
   local queue = {id}
@@ -22,6 +115,10 @@ local function fail_cascade(id, agent, reason)
   while i <= #queue do
     local tid = queue[i]
     local k = p .. ':task:' .. tid
+    local was = redis.call('HMGET', k, 'status', 'assignee')
+    if was[1] == 'claimed' then unclaim(tid, was[2]) elseif was[1] == 'ready' then unready(tid, k) end
+    if was[1] == 'pending' then redis.call('ZREM', (queue_of(k, 'pending')), tid) end
+    if was[1] ~= 'completed' and was[1] ~= 'failed' then redis.call('DECR', p .. ':open') end
     redis.call('HSET', k, 'status', 'failed', 'error', reasons[i], 'finished_at', now_ms(),
       'lease_until', 0)
     emit('task_failed', tid, i == 1 and agent or '', cjson.encode({reason = reasons[i]}))
@@ -52,55 +149,137 @@ local function promote(id)  -- dependents whose needs are now all completed beco
       end
       if ok then
         redis.call('HSET', dk, 'status', 'ready')
+        set_ready(dep, dk)
         emit('task_ready', dep, '', '{}')
       end
     end
   end
 end
 """
+)
 
-# ARGV: prefix, agent, role, lease_ms -> {task_id, 'claimed'|'resumed', attempts, token} or nil
+# ARGV: prefix, agent, role, lease_ms, agent loop ('1': the agent loop's claim, see below)
+# -> {task_id, 'claimed'|'resumed', attempts, token} | nil
+# The agent loop's claim does what the loop did around it in the same round trip: a stopped
+# run claims nothing; a claim marks the agent working (status and event, as its
+# set_status would) and brings the task's hash and its session's length along; nothing to
+# claim comes back as {'', 'idle', open tasks, waiting for (unfinished needs of its first
+# pending tasks, comma-separated), run state, the wake stream's last id (to wait from)}.
+# First the agent's own claim (a restarted agent re-attaches to it), else the first ready
+# task in the tasks list's order that it may take: one of its name, or of its role with no
+# agent named. Read from the claim index (COMMON), not from every task.
 CLAIM = (
     COMMON
     + r"""
 local me, role, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
-local ids = redis.call('LRANGE', p .. ':tasks', 0, -1)
-for _, id in ipairs(ids) do
+ensure_index()
+local loop = ARGV[5] == '1'
+local state = loop and (redis.call('HGET', p .. ':meta', 'state') or 'running')
+local function last_event()  -- the wake stream's: an idle agent waits on it
+  local top = redis.call('XREVRANGE', p .. ':wake', '+', '-', 'COUNT', 1)
+  return top[1] and top[1][1] or '0-0'
+end
+local function taken(id, k, kind, attempts, token)
+  if not loop then return {id, kind, tostring(attempts), tostring(token)} end
+  redis.call('HSET', p .. ':agent:' .. me, 'status', 'working', 'task', id, 'waiting_for', '')
+  emit('agent_status', id, me, cjson.encode({status = 'working', waiting_for = ''}))
+  return {id, kind, tostring(attempts), tostring(token), redis.call('HGETALL', k),
+    redis.call('LLEN', p .. ':session:' .. id)}
+end
+if loop and state ~= 'running' then  -- a stopped run: nothing is claimed
+  return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), '', state, last_event()}
+end
+local held = p .. ':held:' .. me
+for _, id in ipairs(redis.call('SMEMBERS', held)) do
   local k = p .. ':task:' .. id
   local v = redis.call('HMGET', k, 'status', 'assignee', 'attempts')
   if v[1] == 'claimed' and v[2] == me then
     local token = redis.call('HINCRBY', k, 'fence', 1)
     redis.call('HSET', k, 'lease_until', now + lease)
     emit('task_resumed', id, me, cjson.encode({token = token}))
-    return {id, 'resumed', v[3], tostring(token)}
+    return taken(id, k, 'resumed', v[3], token)
   end
+  redis.call('SREM', held, id)
 end
-for _, id in ipairs(ids) do
-  local k = p .. ':task:' .. id
-  local v = redis.call('HMGET', k, 'status', 'role', 'agent', 'prefer', 'prefer_until')
-  local for_me = (v[3] and v[3] ~= '' and v[3] == me) or ((not v[3] or v[3] == '') and v[2] == role)
+-- 1: ready for it (the task is ready), false: not now (kept), nil: a stale entry
+local function claimable(id, k)
+  local v = redis.call('HMGET', k, 'status', 'prefer', 'prefer_until')
+  if v[1] ~= 'ready' then return nil end
   -- a task sent back by the merge queue waits a moment for the agent that knows it
-  if for_me and v[4] and v[4] ~= '' and v[4] ~= me and tonumber(v[5] or '0') > now then
-    for_me = false
-  end
+  if v[2] and v[2] ~= '' and v[2] ~= me and tonumber(v[3] or '0') > now then return false end
   -- tasks whose declared paths overlap are not worked at the same time
-  if v[1] == 'ready' and for_me then
-    for _, other in ipairs(redis.call('SMEMBERS', p .. ':exclusive:' .. id)) do
-      local st = redis.call('HGET', p .. ':task:' .. other, 'status')
-      if st == 'claimed' or st == 'merging' then for_me = false end
-    end
+  for _, other in ipairs(redis.call('SMEMBERS', p .. ':exclusive:' .. id)) do
+    local st = redis.call('HGET', p .. ':task:' .. other, 'status')
+    if st == 'claimed' or st == 'merging' then return false end
   end
-  if v[1] == 'ready' and for_me then
+  return 1
+end
+-- the two queues (its name's, its role's) walked together in score order, a page at a time
+local queues = {p .. ':ready:agent:' .. me, p .. ':ready:role:' .. role}
+local PAGE = 16
+local rows, pos, after, more = {{}, {}}, {1, 1}, {'-inf', '-inf'}, {true, true}
+local function head(q)
+  if pos[q] > #rows[q] then
+    if not more[q] then return nil end
+    rows[q] = redis.call('ZRANGEBYSCORE', queues[q], after[q], '+inf', 'WITHSCORES',
+      'LIMIT', 0, PAGE)
+    pos[q] = 1
+    more[q] = #rows[q] == 2 * PAGE
+    if #rows[q] == 0 then return nil end
+    after[q] = '(' .. rows[q][#rows[q]]
+  end
+  return rows[q][pos[q]], tonumber(rows[q][pos[q] + 1])
+end
+local stale = {}
+local function drop_stale()
+  for _, e in ipairs(stale) do redis.call('ZREM', e[1], e[2]) end
+end
+while true do
+  local a, sa = head(1)
+  local b, sb = head(2)
+  if not a and not b then break end
+  local q = 2
+  if a and (not b or sa <= sb) then q = 1 end
+  local id = rows[q][pos[q]]
+  pos[q] = pos[q] + 2
+  local k = p .. ':task:' .. id
+  local ok = claimable(id, k)
+  if ok == nil then
+    table.insert(stale, {queues[q], id})
+  elseif ok then
+    drop_stale()
+    redis.call('ZREM', queues[q], id)
     local n = redis.call('HINCRBY', k, 'attempts', 1)
     local token = redis.call('HINCRBY', k, 'fence', 1)
     redis.call('HSET', k, 'status', 'claimed', 'assignee', me, 'lease_until', now + lease,
       'claimed_at', now)
+    redis.call('SADD', p .. ':claimed', id)
+    redis.call('SADD', held, id)
     emit('task_claimed', id, me, cjson.encode({attempt = n, token = token}))
-    return {id, 'claimed', tostring(n), tostring(token)}
+    return taken(id, k, 'claimed', n, token)
   end
 end
-return nil
+drop_stale()
+if not loop then return nil end
+local waiting, seen = {}, {}
+for _, key in ipairs({p .. ':pending:agent:' .. me, p .. ':pending:role:' .. role}) do
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, 9)) do
+    local v = redis.call('HMGET', p .. ':task:' .. id, 'status', 'needs')
+    if v[1] ~= 'pending' then
+      redis.call('ZREM', key, id)
+    else
+      for _, need in ipairs(cjson.decode(v[2] or '[]')) do
+        if not seen[need] and redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then
+          seen[need] = true
+          table.insert(waiting, need)
+        end
+      end
+    end
+  end
+end
+return {'', 'idle', tostring(redis.call('GET', p .. ':open') or '0'), table.concat(waiting, ','),
+  state, last_event()}
 """
 )
 
@@ -124,6 +303,8 @@ local k = p .. ':task:' .. id
 if not holds(k, me, ARGV[6]) then return 0 end
 redis.call('HSET', k, 'status', 'completed', 'result', ARGV[4], 'finished_at', now_ms(),
   'lease_until', 0)
+unclaim(id, me)
+redis.call('DECR', p .. ':open')
 emit('task_completed', id, me, cjson.encode({result = ARGV[5]}))
 promote(id)
 return 1
@@ -151,15 +332,20 @@ REQUEUE_EXPIRED = (
     + r"""
 local now = now_ms()
 local n = 0
-for _, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
+ensure_index()
+for _, id in ipairs(redis.call('SMEMBERS', p .. ':claimed')) do
   local k = p .. ':task:' .. id
   local v = redis.call('HMGET', k, 'status', 'lease_until', 'attempts', 'max_attempts', 'assignee')
-  if v[1] == 'claimed' and tonumber(v[2]) < now then
+  if v[1] ~= 'claimed' then
+    redis.call('SREM', p .. ':claimed', id)
+  elseif tonumber(v[2]) < now then
     n = n + 1
     if tonumber(v[3]) >= tonumber(v[4]) then
       fail_cascade(id, '', 'lease expired after ' .. v[3] .. ' attempts (last: ' .. v[5] .. ')')
     else
       redis.call('HSET', k, 'status', 'ready', 'assignee', '', 'lease_until', 0)
+      unclaim(id, v[5])
+      set_ready(id, k)
       emit('task_requeued', id, v[5], cjson.encode({reason = 'lease expired'}))
     end
   end
@@ -185,9 +371,12 @@ for _, need in ipairs(needs) do
   redis.call('SADD', p .. ':dependents:' .. need, t.id)
 end
 for field, value in pairs(t) do redis.call('HSET', k, field, tostring(value)) end
+local seq = redis.call('RPUSH', p .. ':tasks', t.id)
+if seq == 1 then redis.call('SET', p .. ':indexed', '1') end  -- a new run: indexed from here
 redis.call('HSET', k, 'needs', ARGV[3], 'status', status, 'attempts', 0, 'assignee', '',
-  'lease_until', 0)
-redis.call('RPUSH', p .. ':tasks', t.id)
+  'lease_until', 0, 'seq', seq)
+if status == 'ready' then set_ready(t.id, k) elseif status == 'pending' then set_pending(t.id, k) end
+if status ~= 'failed' then redis.call('INCR', p .. ':open') end
 emit('task_created', t.id, t.created_by or '', cjson.encode({status = status}))
 return 1
 """
@@ -321,6 +510,8 @@ RELEASE = (
 local k = p .. ':task:' .. ARGV[2]
 if not holds(k, ARGV[3], ARGV[5]) then return 0 end
 redis.call('HSET', k, 'status', 'ready', 'assignee', '', 'lease_until', 0)
+unclaim(ARGV[2], ARGV[3])
+set_ready(ARGV[2], k)
 redis.call('HINCRBY', k, 'attempts', -1)
 emit('task_released', ARGV[2], ARGV[3], cjson.encode({reason = ARGV[4]}))
 return 1
@@ -346,6 +537,7 @@ SUBMIT = (
 local id, me = ARGV[2], ARGV[3]
 local k = p .. ':task:' .. id
 if not holds(k, me, ARGV[7]) then return 0 end
+unclaim(id, me)
 redis.call('HSET', k, 'status', 'merging', 'result', ARGV[4], 'commit', ARGV[6],
   'lease_until', 0, 'queued_at', now_ms())
 redis.call('HDEL', k, 'rework', 'prefer', 'prefer_until')
@@ -369,6 +561,7 @@ local stats = cjson.decode(ARGV[4])
 redis.call('HSET', k, 'status', 'completed', 'merge_commit', ARGV[3], 'finished_at', now_ms(),
   'files', cjson.encode(stats.files), 'added', stats.added, 'removed', stats.removed)
 redis.call('LREM', p .. ':merge_queue', 0, id)
+redis.call('DECR', p .. ':open')
 emit('merged', id, v[2], cjson.encode({commit = ARGV[3], files = #stats.files,
   added = stats.added, removed = stats.removed, gate_s = stats.gate_s}))
 emit('task_completed', id, v[2], cjson.encode({result = ARGV[5]}))
@@ -397,6 +590,7 @@ if n >= tonumber(ARGV[5]) then
 end
 redis.call('HSET', k, 'status', 'ready', 'rework', ARGV[4], 'prefer', v[2] or '',
   'prefer_until', now_ms() + tonumber(ARGV[6]), 'assignee', '', 'lease_until', 0)
+set_ready(id, k)
 redis.call('HINCRBY', k, 'attempts', -1)  -- the claim that takes it back costs no attempt
 emit('task_ready', id, '', cjson.encode({reason = ARGV[3]}))
 return 1
@@ -472,7 +666,8 @@ EXTEND_LEASES = (
     + r"""
 local deadline = now_ms() + tonumber(ARGV[2])
 local n = 0
-for _, id in ipairs(redis.call('LRANGE', p .. ':tasks', 0, -1)) do
+ensure_index()
+for _, id in ipairs(redis.call('SMEMBERS', p .. ':claimed')) do
   local k = p .. ':task:' .. id
   if redis.call('HGET', k, 'status') == 'claimed' then
     redis.call('HSET', k, 'lease_until', deadline)
@@ -489,6 +684,7 @@ return n
 RETRY_FAILED = (
     COMMON
     + r"""
+ensure_index()
 local n = 0
 local ids = redis.call('LRANGE', p .. ':tasks', 0, -1)
 for _, id in ipairs(ids) do
@@ -498,6 +694,8 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'status', 'pending', 'attempts', 0, 'merge_attempts', 0,
       'retry', v[2] or '', 'error', '', 'assignee', '', 'lease_until', 0)
     redis.call('HDEL', k, 'finished_at')
+    set_pending(id, k)
+    redis.call('INCR', p .. ':open')
     n = n + 1
   end
 end
@@ -508,7 +706,10 @@ for _, id in ipairs(ids) do
     for _, need in ipairs(cjson.decode(redis.call('HGET', k, 'needs'))) do
       if redis.call('HGET', p .. ':task:' .. need, 'status') ~= 'completed' then ok = false end
     end
-    if ok then redis.call('HSET', k, 'status', 'ready') end
+    if ok then
+      redis.call('HSET', k, 'status', 'ready')
+      set_ready(id, k)
+    end
   end
 end
 if n > 0 then emit('tasks_retried', '', '', cjson.encode({count = n})) end
