@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -321,8 +322,19 @@ class Swarm:
 
     def interrupted_tasks(self) -> set[str]:
         """Tasks told that a tool call of theirs was interrupted (its process killed
-        mid-call): whether its command ran is unknown, and the scripted model moves on."""
+        mid-call): whether its command ran is unknown, and the scripted model moves on.
+        Read from what the model was sent (the scripted server's request log): the
+        transcript repair that says so is made for each request, while the stored
+        session keeps the call without its result (or, once a turn with tool results
+        is stored, with them)."""
         from swarm.providers.repair import INTERRUPTED
+
+        told = set()
+        for r in self.stub.requests:
+            body = json.dumps(r.body)
+            found = re.search(r"Task (t\d+):", body)
+            if INTERRUPTED in body and found:
+                told.add(found.group(1))
 
         async def read(board: Blackboard) -> set[str]:
             out = set()
@@ -331,7 +343,7 @@ class Swarm:
                     out.add(t.id)
             return out
 
-        return set(self.board_call(read))
+        return told | set(self.board_call(read))
 
     def log_lines(self) -> list[str]:
         return (
