@@ -231,7 +231,8 @@ def _requests(record: Path) -> list[float]:
     if not record.exists():
         return []
     times = []
-    for line in record.read_text().splitlines():
+    # complete lines only: read while the server runs, the last one may be half written
+    for line in record.read_text().split("\n")[:-1]:
         r = json.loads(line)
         if r.get("path", "").endswith("/chat/completions") and r.get("status") == 200:
             times.append(float(r["received_at"]))
