@@ -63,8 +63,11 @@ def write_workload(root: Path, agents: int, tasks: int) -> Path:
         "reliability: {no_progress_turns: 0}",
         "hosting: {agents_per_actor: auto}",
         "providers: {openai: {requests_per_minute: 1000000, tokens_per_minute: 1000000000}}",
-        "agents:",
-        f"  - {{name: w, role: worker, count: {agents}}}",
+        "agents:",  # a config entry holds at most 100 agents (`count`)
+        *(
+            f"  - {{name: w{g}, role: worker, count: {min(100, agents - 100 * g)}}}"
+            for g in range((agents + 99) // 100)
+        ),
         "phases:",
         "  - name: only",
         "    tasks:",

@@ -500,7 +500,7 @@ def watch(
         stop = asyncio.Event()
 
         async def until_finished() -> None:
-            while (await board.meta()).get("state") == "running":
+            while await board.run_state() == "running":
                 await board.wait_events(await board.last_event_id(), 1000)
             stop.set()
 

@@ -34,6 +34,8 @@ from swarm.workspace.worktrees import RunWorktrees, WorkspaceSettings
 log = logging.getLogger("swarm.coordinator")
 
 WATCH_HZ = 4  # supervision rounds per second, at most
+# what a supervision round reads of the run's meta hash (never the whole of it: the plan)
+WATCHED_META = ("state", "provider_failing_since", "provider_error")
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -268,7 +270,7 @@ class Coordinator:
                 gap = round(time.monotonic() - tick, 1)
                 await self.board.emit("redis_recovered", data={"gap_s": gap, "leases": n})
             await self.board.requeue_expired()
-            meta = await self.board.meta()
+            meta = await self.board.meta_fields(*WATCHED_META)
             if meta.get("state", "running") != "running":  # budget spent, `swarm stop`
                 return meta["state"], True
             tasks = await self.board.tasks()

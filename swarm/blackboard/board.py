@@ -243,6 +243,12 @@ class Blackboard:
     async def meta(self) -> dict[str, str]:
         return await self.r.hgetall(self.k.meta)
 
+    async def meta_fields(self, *fields: str) -> dict[str, str]:
+        """Some fields of the run's meta hash: the whole hash holds the run's plan (MBs
+        for a run of a thousand agents), too much to read several times a second."""
+        values = await self.r.hmget(self.k.meta, list(fields))
+        return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+
     async def run_state(self) -> str:
         """The run's state alone (the meta hash also holds the whole plan)."""
         return await self.r.hget(self.k.meta, "state") or "running"
