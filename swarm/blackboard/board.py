@@ -536,38 +536,10 @@ class Blackboard:
         return [json.loads(m) for m in await self.r.lrange(self.k.session(task_id), 0, -1)]
 
     async def record_turn(
-        self,
-        agent: str,
-        task_id: str,
-        messages: list[dict[str, Any]],
-        usage: dict[str, float] | None = None,
-        agent_fields: dict[str, Any] | None = None,
-        events: list[tuple[str, dict[str, Any]]] | None = None,
-        settle: Reservation | None = None,
-        clear_task_fields: tuple[str, ...] = (),
-        set_task_fields: dict[str, Any] | None = None,
-        token: str = "",
-        expected: int = -1,
-        inbox_read: int = 0,
-        rate_done: list[str] | None = None,
-        state: dict[str, str] | None = None,
+        self, agent: str, task_id: str, messages: list[dict[str, Any]], **kw: Any
     ) -> int:
-        res, _ = await self.record_turn_and_peek(
-            agent,
-            task_id,
-            messages,
-            usage=usage,
-            agent_fields=agent_fields,
-            events=events,
-            settle=settle,
-            clear_task_fields=clear_task_fields,
-            set_task_fields=set_task_fields,
-            token=token,
-            expected=expected,
-            inbox_read=inbox_read,
-            rate_done=rate_done,
-            state=state,
-        )
+        """record_turn_and_peek without the peek: its stored status alone."""
+        res, _ = await self.record_turn_and_peek(agent, task_id, messages, **kw)
         return res
 
     async def record_turn_and_peek(
