@@ -396,6 +396,7 @@ return 0
 # ARGV: window_ms, max_requests ('' = none), max_tokens ('' = none), tokens, id, inflight_ms
 # -> 0 (admitted) or milliseconds to wait. Without limits only a 429's block is checked.
 RATE_ACQUIRE_FN = r"""
+local function rate_tokens(member) return tonumber(string.match(member, ':(%d+)$')) end
 local function rate_acquire(KEYS, ARGV)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -403,29 +404,46 @@ local function rate_acquire(KEYS, ARGV)
   local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
   if blocked > now then return blocked - now end
   if ARGV[2] == '' and ARGV[3] == '' then return 0 end  -- no limits: no place to hold
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  local count = #entries / 2
-  local function wait_for(i)  -- until entry i (1-based pair index) leaves the window
-    local score = tonumber(entries[2 * i])
+  -- the tokens of the window's entries are kept summed beside the zset, so the common
+  -- case costs O(entries that left the window), not a read of the whole window
+  local sum_key = KEYS[1] .. ':tokens'
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[1]) - #gone
+  local used = nil
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  end
+  if count == 0 then
+    used = 0
+  elseif redis.call('EXISTS', sum_key) == 1 then
+    used = tonumber(redis.call('GET', sum_key))
+    for _, m in ipairs(gone) do used = used - rate_tokens(m) end
+  else  -- a window written before the sum was kept: count it once
+    used = 0
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do used = used + rate_tokens(m) end
+  end
+  local ttl = window + tonumber(ARGV[6]) + 1000
+  redis.call('SET', sum_key, used, 'PX', ttl)
+  local function wait_for(i)  -- until entry i (1-based) leaves the window
+    local e = redis.call('ZRANGE', KEYS[1], i - 1, i - 1, 'WITHSCORES')
+    local score = tonumber(e[2])
     if score > now then return 25 end  -- still in flight: look again soon
     return math.max(1, score + window - now)
   end
   if ARGV[2] ~= '' and count >= tonumber(ARGV[2]) then return wait_for(1) end
-  if ARGV[3] ~= '' and count > 0 then
-    local limit, want, used = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
-    for i = 1, count do used = used + tonumber(string.match(entries[2 * i - 1], ':(%d+)$')) end
-    if used + want > limit then
-      local freed = 0
-      for i = 1, count do
-        freed = freed + tonumber(string.match(entries[2 * i - 1], ':(%d+)$'))
-        if used - freed + want <= limit then return wait_for(i) end
-      end
-      return wait_for(count)
+  local want = tonumber(ARGV[4])
+  if ARGV[3] ~= '' and count > 0 and used + want > tonumber(ARGV[3]) then
+    local limit, freed = tonumber(ARGV[3]), 0
+    local entries = redis.call('ZRANGE', KEYS[1], 0, -1)
+    for i = 1, count do
+      freed = freed + rate_tokens(entries[i])
+      if used - freed + want <= limit then return wait_for(i) end
     end
+    return wait_for(count)
   end
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), ARGV[5] .. ':' .. ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], window + tonumber(ARGV[6]) + 1000)
+  redis.call('SET', sum_key, used + want, 'PX', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
   return 0
 end
 """

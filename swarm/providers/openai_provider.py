@@ -75,7 +75,7 @@ class OpenAIProvider:
             max_retries=0,
             timeout=timeout_s,
             default_headers=default_headers,
-            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
+            http_client=openai.DefaultAioHttpClient(verify=tls_context()),
         )
         # What `chat.completions.create` passes to `post`: bearer auth, our extra headers.
         self._options: openai.RequestOptions = {"security": {"bearer_auth": True}}

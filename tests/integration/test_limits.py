@@ -54,6 +54,29 @@ async def test_token_limit(board: Blackboard) -> None:
         assert slot.waited > 0.1
 
 
+async def test_token_sum_follows_entries_leaving_the_window(board: Blackboard) -> None:
+    """The window's tokens are kept summed beside its zset: entries that leave the
+    window free their tokens, and a window without the sum (written by an older
+    version) is counted from its entries."""
+    lim = RateLimiter(board.r, f"test:{secrets.token_hex(4)}", None, 100, 0.3)
+    async with lim.slot(60):
+        pass
+    assert int(await board.r.get(lim.window_key + ":tokens")) == 60
+    await asyncio.sleep(0.35)  # the first entry leaves the window
+    async with lim.slot(70) as slot:
+        assert slot.waited == 0
+    assert int(await board.r.get(lim.window_key + ":tokens")) == 70
+    await board.r.delete(lim.window_key + ":tokens")  # as an older version left it
+    async with lim.slot(40) as slot:  # 70 + 40 > 100: the 70 is still counted
+        assert slot.waited > 0.1
+    assert int(await board.r.get(lim.window_key + ":tokens")) == 40
+    assert (
+        0
+        < await board.r.pttl(lim.window_key + ":tokens")
+        <= await board.r.pttl(lim.window_key) + 50
+    )
+
+
 async def test_a_place_asked_for_with_the_reservation_is_held_once(board: Blackboard) -> None:
     """The budget reservation asks for the request's rate-limit place in the same round
     trip; the request then uses it (no second acquire), and the turn's store ends it."""
