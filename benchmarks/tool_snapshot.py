@@ -45,9 +45,10 @@ def tool_specs() -> dict[str, dict[str, Any]]:
     return {t.name: t.spec().model_dump() for t in {**BUILTIN_TOOLS, **SWARM_TOOLS}.values()}
 
 
-def system_prompts(config: Path | None = None) -> dict[str, str]:
-    """The system prompt of each agent of a config (configs/mesh10.yaml by default), built
-    as the agent loop builds it; the run's repository is an empty folder."""
+def mesh_agents(config: Path | None = None) -> list[tuple[str, str, str]]:
+    """(name, role, system prompt) of each agent of a config (configs/mesh10.yaml by
+    default), the prompt built as the agent loop builds it; the repository is an empty
+    folder."""
     from swarm.agent import SwarmInfo, system_prompt
     from swarm.hosting import agent_specs
     from swarm.paths import DATA_DIR
@@ -67,17 +68,23 @@ def system_prompts(config: Path | None = None) -> dict[str, str]:
             if value is None:
                 os.environ.pop(var, None)
     names = {f.name for f in fields(SwarmInfo)}
-    prompts = {}
+    out = []
     for spec in specs:
         info = spec.swarm
         if isinstance(info, dict):
             info = SwarmInfo(**{k: v for k, v in info.items() if k in names})
-        prompts[spec.agent.name] = system_prompt(spec.agent, info)
-    return prompts
+        out.append((spec.agent.name, spec.agent.role, system_prompt(spec.agent, info)))
+    return out
 
 
 def snapshot() -> dict[str, Any]:
-    return {"tools": tool_specs(), "roles": role_tool_names(), "system_prompts": system_prompts()}
+    agents = mesh_agents()
+    return {
+        "tools": tool_specs(),
+        "roles": role_tool_names(),
+        "agent_roles": {name: role for name, role, _ in agents},
+        "system_prompts": {name: prompt for name, _, prompt in agents},
+    }
 
 
 if __name__ == "__main__":
