@@ -17,8 +17,14 @@ Claude count. Without tiktoken the count is an estimate (UTF-8 bytes / 4, rounde
 and every output says so. Repo command tools and MCP tools are not included: they depend
 on the target repository.
 
+Next to each figure it puts the same measurement of the text before the trim: the tool
+specs, role tool lists and mesh10 system prompts of commit 7a3ff71, frozen in
+``benchmarks/data/tool_specs_7a3ff71.json`` by ``python -m benchmarks.freeze_tool_specs``
+(which runs ``benchmarks/tool_snapshot.py`` against that commit's code).
+
 It also regenerates the parameter reference in docs/tools.md from the same schemas.
-Exits 1 when a role's tool list exceeds ``LIMIT_TOKENS``.
+Exits 1 when a role's tool list exceeds ``LIMIT_TOKENS`` (``LIMIT_BYTES`` when the
+tokens are only estimated).
 """
 
 from __future__ import annotations
