@@ -70,7 +70,7 @@ def mesh_agents(config: Path | None = None) -> list[tuple[str, str, str]]:
     names = {f.name for f in fields(SwarmInfo)}
     out = []
     for spec in specs:
-        info: Any = spec.swarm  # a dict in an AgentSpec (JSON), a SwarmInfo in older code
+        info: Any = spec.swarm  # AgentSpec holds it as a dict (it is sent as JSON)
         if isinstance(info, dict):
             info = SwarmInfo(**{k: v for k, v in info.items() if k in names})
         out.append((spec.agent.name, spec.agent.role, system_prompt(spec.agent, info)))
