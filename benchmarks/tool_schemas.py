@@ -17,8 +17,14 @@ Claude count. Without tiktoken the count is an estimate (UTF-8 bytes / 4, rounde
 and every output says so. Repo command tools and MCP tools are not included: they depend
 on the target repository.
 
+Next to each figure it puts the same measurement of the text before the trim: the tool
+specs, role tool lists and mesh10 system prompts of commit 7a3ff71, frozen in
+``benchmarks/data/tool_specs_7a3ff71.json`` by ``python -m benchmarks.freeze_tool_specs``
+(which runs ``benchmarks/tool_snapshot.py`` against that commit's code).
+
 It also regenerates the parameter reference in docs/tools.md from the same schemas.
-Exits 1 when a role's tool list exceeds ``LIMIT_TOKENS``.
+Exits 1 when a role's tool list exceeds ``LIMIT_TOKENS`` (``LIMIT_BYTES`` when the
+tokens are only estimated).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import tool_snapshot
+from benchmarks.freeze_tool_specs import BEFORE_FIXTURE
 from swarm.paths import DATA_DIR
 from swarm.roles import parse_role_card
 from swarm.tools.base import Tool
@@ -47,7 +55,10 @@ START = "<!-- tool-schema-sizes:start -->"
 END = "<!-- tool-schema-sizes:end -->"
 PARAMS_START = "<!-- tool-params:start -->"
 PARAMS_END = "<!-- tool-params:end -->"
-LIMIT_TOKENS = 2500
+#: the most a role's tool list may take (1,211 cl100k tokens, 5,372 bytes at the trim)
+LIMIT_TOKENS = 1300
+#: the same check without a tokenizer (an estimate is bytes / 4: a token limit would not fit)
+LIMIT_BYTES = 5800
 #: sha256 of cl100k_base.tiktoken as published by OpenAI (tiktoken_ext/openai_public.py).
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 
@@ -149,64 +160,118 @@ def measure_tools(counter: Counter) -> list[Size]:
 
 
 def measure_system_prompts(counter: Counter, config: Path | None = None) -> list[Size]:
-    """The system prompt each agent of a config gets (configs/mesh10.yaml by default),
-    built as the agent loop builds it; the run's repository is an empty folder."""
-    import os
-    import tempfile
-    from dataclasses import fields
+    """The system prompt each agent of a config gets (configs/mesh10.yaml by default)."""
+    return [_size(name, 0, text, counter) for name, _, text in tool_snapshot.mesh_agents(config)]
 
-    from swarm.agent import SwarmInfo, system_prompt
-    from swarm.hosting import agent_specs
-    from swarm.plan import make_plan
 
-    config = config or DATA_DIR / "configs" / "mesh10.yaml"
-    keys = {v: os.environ.get(v) for v in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
-    os.environ.update({v: value or "unused" for v, value in keys.items()})  # never sent
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            (root / "repo").mkdir()
-            plan = make_plan(config, root / "repo", "sizes", root / ".swarm")
-            specs = agent_specs(plan, "redis://unused", root / "run")
-    finally:
-        for var, value in keys.items():
-            if value is None:
-                os.environ.pop(var, None)
-    names = {f.name for f in fields(SwarmInfo)}
-    sizes = []
-    for spec in specs:
-        info = spec.swarm
-        if isinstance(info, dict):
-            info = SwarmInfo(**{k: v for k, v in info.items() if k in names})
-        sizes.append(_size(spec.agent.name, 0, system_prompt(spec.agent, info), counter))
-    return sizes
+@dataclass(frozen=True)
+class Before:
+    """The same measurements of the frozen text of an earlier commit (``BEFORE_FIXTURE``,
+    made by ``python -m benchmarks.freeze_tool_specs``)."""
+
+    commit: str
+    roles: dict[str, Size]
+    tools: dict[str, Size]
+    prompts: dict[str, Size]
+    agent_roles: dict[str, str]
+
+
+def measure_before(counter: Counter, fixture: Path = BEFORE_FIXTURE) -> Before:
+    data = json.loads(fixture.read_text(encoding="utf-8"))
+    specs: dict[str, dict[str, Any]] = data["tools"]
+    roles = {
+        role: _size(role, len(names), [specs[n] for n in names], counter)
+        for role, names in data["roles"].items()
+    }
+    tools = {name: _size(name, 1, spec, counter) for name, spec in specs.items()}
+    prompts = {name: _size(name, 0, text, counter) for name, text in data["system_prompts"].items()}
+    return Before(data["commit"], roles, tools, prompts, data["agent_roles"])
+
+
+def _change(before: int | None, after: int) -> str:
+    if not before:
+        return "new"
+    return f"{(after - before) / before:+.0%}"
+
+
+def _pair(before: Size | None, after: Size) -> str:
+    """``| tokens before | tokens after | change | bytes before | bytes after |`` cells."""
+    tb = str(before.tokens) if before else "-"
+    bb = str(before.bytes) if before else "-"
+    change = _change(before.tokens if before else None, after.tokens)
+    return f"{tb} | {after.tokens} | {change} | {bb} | {after.bytes}"
+
+
+def _request_line(unit: str, roles: list[Size], prompts: list[Size], before: Before) -> str:
+    """The fixed part of a mesh10 agent's request: its role's tools + its system prompt
+    (the agents and their roles are the same in both; the config did not change)."""
+    tools = {s.name: s for s in roles}
+    role_of = before.agent_roles
+    now = [tools[role_of[p.name]].tokens + p.tokens for p in prompts]
+    was = [before.roles[role_of[p.name]].tokens + before.prompts[p.name].tokens for p in prompts]
+    mean_now, mean_was = sum(now) / len(now), sum(was) / len(was)
+    return (
+        f"Tools and system prompt of a `configs/mesh10.yaml` agent together, the mean over its "
+        f"{len(now)} agents: {mean_was:.0f} {unit} before, {mean_now:.0f} after "
+        f"({_change(round(mean_was), round(mean_now))})."
+    )
 
 
 def render(
-    counter: Counter, roles: list[Size], tools: list[Size], prompts: list[Size] | None = None
+    counter: Counter,
+    roles: list[Size],
+    tools: list[Size],
+    prompts: list[Size] | None = None,
+    before: Before | None = None,
 ) -> str:
     unit = "tokens" if counter.measured else "tokens (estimate)"
+    was = before or Before("", {}, {}, {}, {})
+    cols = f"{unit} before | {unit} after | change | bytes before | bytes after"
     lines = [
         f"Token counts: {counter.method}. Generated by `python -m benchmarks.tool_schemas`;",
-        f"the check fails above {LIMIT_TOKENS:,} tokens per role.",
-        "",
-        f"| role | tools | characters | bytes | {unit} |",
-        "|---|--:|--:|--:|--:|",
+        f"the check fails above {LIMIT_TOKENS:,} tokens ({LIMIT_BYTES:,} bytes without a tokenizer)",
+        "per role.",
     ]
-    lines += [f"| {s.name} | {s.tools} | {s.chars} | {s.bytes} | {s.tokens} |" for s in roles]
-    lines += ["", f"| tool | characters | bytes | {unit} |", "|---|--:|--:|--:|"]
-    lines += [f"| {s.name} | {s.chars} | {s.bytes} | {s.tokens} |" for s in tools]
+    if before:
+        lines += [
+            f"*before*: the text of commit {before.commit[:7]}, frozen in",
+            f"`{BEFORE_FIXTURE.relative_to(ROOT)}` by `python -m benchmarks.freeze_tool_specs`;",
+            "*after*: the current code. Both are measured here, by the same counter.",
+        ]
+    lines += [
+        "",
+        f"| role | tools | {cols} |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    lines += [f"| {s.name} | {s.tools} | {_pair(was.roles.get(s.name), s)} |" for s in roles]
+    lines += ["", f"| tool | {cols} |", "|---|--:|--:|--:|--:|--:|"]
+    lines += [f"| {s.name} | {_pair(was.tools.get(s.name), s)} |" for s in tools]
     if prompts:
         lines += [
             "",
             "The system prompt of each agent of `configs/mesh10.yaml` (role card, the agent's",
             "place in the swarm, how to finish), sent with every request before the tools:",
             "",
-            f"| agent | characters | bytes | {unit} |",
-            "|---|--:|--:|--:|",
+            f"| agent | {cols} |",
+            "|---|--:|--:|--:|--:|--:|",
         ]
-        lines += [f"| {s.name} | {s.chars} | {s.bytes} | {s.tokens} |" for s in prompts]
+        lines += [f"| {s.name} | {_pair(was.prompts.get(s.name), s)} |" for s in prompts]
+    if prompts and before:
+        lines += ["", _request_line(unit, roles, prompts, before)]
     return "\n".join(lines)
+
+
+def report(counter: Counter, roles: list[Size]) -> str:
+    """The tables of docs/tools.md: roles, tools and system prompts, before and after."""
+    prompts = measure_system_prompts(counter)
+    return render(counter, roles, measure_tools(counter), prompts, measure_before(counter))
+
+
+def over_limit(counter: Counter, roles: list[Size]) -> list[Size]:
+    """The roles whose tool list is over the limit (in bytes when tokens are estimated)."""
+    if counter.measured:
+        return [s for s in roles if s.tokens > LIMIT_TOKENS]
+    return [s for s in roles if s.bytes > LIMIT_BYTES]
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -255,8 +320,19 @@ def render_params() -> str:
         "| tool | parameter | type | required | description and constraints |",
         "|---|---|---|---|---|",
     ]
-    for tool in {**BUILTIN_TOOLS, **SWARM_TOOLS}.values():
+    tools = {**BUILTIN_TOOLS, **SWARM_TOOLS}.values()
+    for tool in tools:
         lines += _param_rows(tool.name, tool.spec().input_schema)
+    lines += [
+        "",
+        "The description each tool is sent with:",
+        "",
+        "| tool | description |",
+        "|---|---|",
+    ]
+    for tool in tools:
+        text = tool.spec().description.replace("|", "\\|").replace("*", "\\*")
+        lines.append(f"| {tool.name} | {text} |")
     return "\n".join(lines)
 
 
@@ -282,14 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/tools.md")
     args = parser.parse_args(argv)
     counter, roles = measure_roles()
-    table = render(counter, roles, measure_tools(counter), measure_system_prompts(counter))
-    print(table)
+    print(table := report(counter, roles))
     if not args.no_write:
         write_doc(table, render_params())
         print(f"\nwrote {DOC.relative_to(ROOT)}")
-    over = [s for s in roles if s.tokens > LIMIT_TOKENS]
+    over = over_limit(counter, roles)
     for s in over:
-        print(f"{s.name}: {s.tokens} tokens > {LIMIT_TOKENS}", file=sys.stderr)
+        print(f"{s.name}: {s.tokens} tokens, {s.bytes} bytes: over the limit", file=sys.stderr)
     return 1 if over else 0
 
 

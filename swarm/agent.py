@@ -155,16 +155,15 @@ def system_prompt(agent: AgentInstance, swarm: SwarmInfo) -> str:
         f"Swarm: {swarm.name}. Goal: {swarm.goal}\n"
         f"Agents you can message: {peers}.\n\n"
         + (
-            "You work in a git worktree of the repository of your own for each task; file "
-            "paths are relative to its root. When you finish, your changes are committed and "
-            "merged for you (do not commit or switch branches yourself). "
+            "Each task gets a git worktree of the repository of its own; file paths are "
+            "relative to its root. Your changes are committed and merged for you when you "
+            "finish: do not commit or switch branches. "
             if swarm.workspace == "worktree"
             else "You share one repository with the other agents; file paths are relative to "
             "its root. "
         )
-        + "Work on the task you are given with your tools. When the task is done, reply with a "
-        "short summary of what you did and no tool calls: that reply is the task's result. "
-        "If you cannot do the task, call task_fail with the reason."
+        + "When the task is done, reply with a short summary of what you did and no tool "
+        "calls: that reply is the task's result. If you cannot do it, call task_fail."
     )
 
 

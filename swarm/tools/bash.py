@@ -311,18 +311,16 @@ def _exit_text(code: int | None) -> str:
 
 
 class BashParams(ToolParams):
-    command: str = Field(description="The shell command to run")
-    timeout: int | None = Field(
-        None, ge=1, description="Timeout in ms (default 120000, max 600000)"
-    )
+    command: str
+    timeout: int | None = Field(DEFAULT_TIMEOUT_MS, ge=1, description=f"ms, max {MAX_TIMEOUT_MS}")
     description: str | None = Field(None, description="What it does, in 5-10 words")
 
 
 class Bash(Tool):
     name = "bash"
     description = (
-        "Run a bash command in the workspace (stdin is empty; background processes are "
-        "killed when it ends). Returns interleaved stdout/stderr and the exit code."
+        "Run a bash command in the workspace. Stdin is empty; background processes are "
+        "killed when it ends."
     )
     Params = BashParams
 

@@ -182,9 +182,10 @@ def _resolve(ctx: ToolContext, file_path: str) -> tuple[Path, str]:
 
 
 class ReadParams(ToolParams):
-    file_path: str = Field(description="File path (relative to the workspace root)")
-    offset: int | None = Field(None, ge=1, description="First line to read, 1-based")
-    limit: int | None = Field(None, ge=1, description="Max lines (default 2000)")
+    # paths are relative to the workspace root: the system prompt says so once for all tools
+    file_path: str
+    offset: int | None = Field(None, ge=1, description="First line to read")
+    limit: int | None = Field(DEFAULT_LIMIT, ge=1)
 
 
 def _list_dir(real: Path, rel: str) -> ToolOutput:
@@ -304,8 +305,8 @@ class Read(Tool):
     name = "read"
     read_only = True
     description = (
-        "Read a file with line numbers (cat -n style), 2000 lines at a time; "
-        "use offset/limit for large files. A directory path lists its entries."
+        "Read a file with cat -n line numbers, 2000 lines at a time (offset/limit for more). "
+        "A directory lists its entries."
     )
     Params = ReadParams
 
@@ -356,15 +357,15 @@ def _count_lines(text: str) -> int:
 
 
 class WriteParams(ToolParams):
-    file_path: str = Field(description="File path (relative to the workspace root)")
-    content: str = Field(description="The full new content of the file")
+    file_path: str
+    content: str
 
 
 class Write(Tool):
     name = "write"
     description = (
-        "Create or overwrite a file with the given content (parent directories are created). "
-        "Overwriting requires reading the file first; prefer edit for changes."
+        "Create or overwrite a file (parent directories are created). Overwriting requires "
+        "reading the file first; prefer edit for changes."
     )
     Params = WriteParams
 
@@ -661,17 +662,17 @@ def _edited(rel: str, before: str, after: str, replacements: int, created: bool)
 
 
 class EditParams(ToolParams):
-    file_path: str = Field(description="File path (relative to the workspace root)")
-    old_string: str = Field(description="Exact text to replace (empty: create a new file)")
-    new_string: str = Field(description="Replacement text")
-    replace_all: bool = Field(False, description="Replace every occurrence")
+    file_path: str
+    old_string: str
+    new_string: str
+    replace_all: bool = False
 
 
 class Edit(Tool):
     name = "edit"
     description = (
-        "Replace an exact string in a file (read it first). old_string must match exactly "
-        "and be unique unless replace_all is set."
+        "Replace an exact string in a file you have read. old_string must be unique unless "
+        "replace_all is set; an empty old_string creates a new file."
     )
     Params = EditParams
 
@@ -718,21 +719,21 @@ class Edit(Tool):
 
 
 class EditItem(ToolParams):
-    old_string: str = Field(description="Exact text to replace")
-    new_string: str = Field(description="Replacement text")
-    replace_all: bool = Field(False, description="Replace every occurrence")
+    old_string: str
+    new_string: str
+    replace_all: bool = False
 
 
 class MultiEditParams(ToolParams):
-    file_path: str = Field(description="File path (relative to the workspace root)")
-    edits: list[EditItem] = Field(min_length=1, description="Edits applied in order")
+    file_path: str
+    edits: list[EditItem] = Field(min_length=1)
 
 
 class MultiEdit(Tool):
     name = "multiedit"
     description = (
-        "Apply several exact-string edits to one file in order, all or nothing "
-        "(read it first). Each edit sees the result of the previous ones."
+        "Apply several exact-string edits (as edit does) to one file you have read, in "
+        "order, each on the result of the previous ones; all or nothing."
     )
     Params = MultiEditParams
 

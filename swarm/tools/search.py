@@ -55,14 +55,12 @@ def _search_root(ctx: ToolContext, path: str | None) -> tuple[Path, str]:
 class GrepParams(ToolParams):
     model_config = ConfigDict(populate_by_name=True)
 
-    pattern: str = Field(description="Regular expression (ripgrep syntax)")
-    path: str | None = Field(None, description="File or directory to search (default: root)")
-    glob: str | None = Field(None, description='Only files matching this glob, e.g. "*.py"')
-    output_mode: Literal["content", "files_with_matches", "count"] = Field(
-        "files_with_matches", description="content (path:line:text), files_with_matches, count"
-    )
+    pattern: str
+    path: str | None = Field(None, description="File or directory (default: root)")
+    glob: str | None = Field(None, description='File filter, e.g. "*.py"')
+    output_mode: Literal["content", "files_with_matches", "count"] = "files_with_matches"
     case_insensitive: bool | None = Field(None, alias="-i", description="Case insensitive")
-    head_limit: int | None = Field(None, ge=1, description="Show at most N results (max 100)")
+    head_limit: int | None = Field(None, ge=1, description=f"Max results (at most {MAX_RESULTS})")
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
@@ -145,8 +143,8 @@ class Grep(Tool):
     name = "grep"
     read_only = True
     description = (
-        "Search file contents with a regex (ripgrep; respects .gitignore, skips binary files). "
-        "Lists matching files by default; output_mode content shows path:line:text."
+        "Search file contents with a ripgrep regex (respects .gitignore, skips binary files). "
+        "output_mode content shows path:line:text; the default lists matching files."
     )
     Params = GrepParams
 
@@ -326,8 +324,8 @@ class _Ignores:
 
 
 class GlobParams(ToolParams):
-    pattern: str = Field(description='Glob, e.g. "**/*.py" or "src/*.ts"')
-    path: str | None = Field(None, description="Directory to search in (default: root)")
+    pattern: str
+    path: str | None = Field(None, description="Directory (default: root)")
 
 
 def _split_pattern(pattern: str) -> tuple[str, str]:

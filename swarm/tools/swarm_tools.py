@@ -70,7 +70,9 @@ class TaskList(Tool):
 
 class TaskCreate(Tool):
     name = "task_create"
-    description = "Add a task to the swarm for a role or a named agent, optionally after others."
+    description = (
+        "Add a task to the swarm for exactly one of role or agent, after the tasks in needs."
+    )
 
     class Params(BaseModel):
         title: str
@@ -121,7 +123,7 @@ class TaskCreate(Tool):
 
 class TaskFail(Tool):
     name = "task_fail"
-    description = "Give up on your current task, with the reason. Ends the task as failed."
+    description = "Give up on your current task: it ends as failed, with the reason."
 
     class Params(BaseModel):
         reason: str
@@ -137,8 +139,8 @@ class TaskFail(Tool):
 class SendMessage(Tool):
     name = "send_message"
     description = (
-        "Send a message to a neighbouring agent in the swarm topology "
-        f"(at most {MAX_MESSAGE_CHARS} characters; an inbox holds {MAX_INBOX} unread messages)."
+        "Send a message to one of the agents you can message "
+        f"(an inbox holds {MAX_INBOX} unread messages)."
     )
 
     class Params(BaseModel):
@@ -184,7 +186,7 @@ class NoteWrite(Tool):
     name = "note_write"
     description = (
         "Write a shared note (key/value) that every agent in the swarm can read "
-        f"(a value of at most {MAX_NOTE_CHARS} characters; at most {MAX_NOTES} notes)."
+        f"(at most {MAX_NOTES} notes)."
     )
 
     class Params(BaseModel):
@@ -208,7 +210,7 @@ class NoteWrite(Tool):
 class NoteRead(Tool):
     name = "note_read"
     read_only = True
-    description = "Read one shared note by key, or list all notes when key is omitted."
+    description = "Read one shared note by key, or all notes when key is omitted."
 
     class Params(BaseModel):
         key: str | None = None

@@ -16,13 +16,13 @@ Status = Literal["pending", "in_progress", "completed", "cancelled"]
 
 
 class TodoItem(ToolParams):
-    content: str = Field(min_length=1, description="What to do")
-    status: Status = Field(description="pending, in_progress, completed or cancelled")
-    priority: Literal["high", "medium", "low"] | None = Field(None, description="high/medium/low")
+    content: str = Field(min_length=1)
+    status: Status
+    priority: Literal["high", "medium", "low"] | None = None
 
 
 class TodoWriteParams(ToolParams):
-    todos: list[TodoItem] = Field(description="The full, updated todo list")
+    todos: list[TodoItem]
 
 
 class TodoReadParams(ToolParams):
