@@ -657,7 +657,7 @@ class AgentLoop:
         for _ in range(2):
             request = summary_request(repair(source))
             try:
-                resp, attempts, settle = await self._model_call(task.id, request)
+                resp, attempts, settle = await self._model_call(task.id, Conversation(request))
             except ProviderError as exc:
                 if exc.kind != "context_exceeded":
                     raise
@@ -698,12 +698,13 @@ class AgentLoop:
         return True
 
     async def _model_call(
-        self, task_id: str, messages: list[Message]
+        self, task_id: str, convo: Conversation
     ) -> tuple[ModelResponse, int, Reservation]:
         """One model request, reserved against the budget and sent through the retry
         layer; the budget spent (or the run stopping) hands the task back."""
         name = self.agent.name
-        chars = self._fixed_chars + sum(msg_chars(m) for m in messages)
+        messages = convo.messages
+        chars = self._fixed_chars + convo.chars  # kept as messages come, not re-measured
         est_in, est_out = self.meter.tokens(chars), self.info.max_output_tokens
         ahead = self.limiter.new_slot(est_in) if self.limiter is not None else None
         try:
@@ -758,7 +759,7 @@ class AgentLoop:
         with the note sent back when the reply cannot stand: in one transaction, so a
         crash never makes a cut-off reply the result). None: it did not fit the window."""
         try:
-            resp, attempts, reservation = await self._model_call(task.id, convo.messages)
+            resp, attempts, reservation = await self._model_call(task.id, convo)
         except ProviderError as exc:
             if exc.kind != "context_exceeded":
                 raise

@@ -501,7 +501,7 @@ def watch(
 
         async def until_finished() -> None:
             while await board.run_state() == "running":
-                await board.wait_events(await board.last_event_id(), 1000)
+                await board.wait_events(await board.last_event_id(), 1000, count=1)
             stop.set()
 
         mode = display_mode(json_events, False)

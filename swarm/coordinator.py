@@ -289,7 +289,7 @@ class Coordinator:
             if await self._fail_unassignable(tasks):
                 continue
             tick = time.monotonic()
-            await self.board.wait_events(last, block_ms=1000)
+            await self.board.wait_events(last, block_ms=1000, count=1)
             # at most WATCH_HZ rounds a second: a busy swarm writes dozens of events a
             # second, and each round reads every task
             await asyncio.sleep(max(0.0, 1 / WATCH_HZ - (time.monotonic() - tick)))

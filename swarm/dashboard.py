@@ -14,6 +14,9 @@ from typing import IO
 
 from swarm.blackboard.board import Blackboard, Event
 
+BATCH = 1000  # events read at a time
+GATHER_S = 0.1  # after a read, events gather this long before the next (lines lag by it)
+
 STATUS_STYLE = {
     "working": "bold green",
     "waiting": "yellow",
@@ -178,27 +181,27 @@ async def follow(
             )
         mode = "plain"
 
-    async def drain() -> None:
+    def show(events: list[Event]) -> None:
         nonlocal last
-        while True:
-            events = await board.events(after=last, count=1000)
-            if not events:
-                return
-            last = events[-1].id
-            for e in events:
-                if mode == "json":
-                    guarded.write(e.model_dump_json() + "\n")
-                elif mode == "plain" and worth_a_line(e):
-                    guarded.write(plain_line(e) + "\n")
-            guarded.flush()
+        if not events:
+            return
+        last = events[-1].id
+        for e in events:
+            if mode == "json":
+                guarded.write(e.model_dump_json() + "\n")
+            elif mode == "plain" and worth_a_line(e):
+                guarded.write(plain_line(e) + "\n")
+        guarded.flush()
+
+    async def drain() -> None:
+        while events := await board.events(after=last, count=BATCH):
+            show(events)
 
     while not stop.is_set():
-        await drain()
-        await _wait(board, last, stop)
+        # one blocking read hands over what arrived; a busy run writes hundreds of
+        # events a second, so the next read waits a moment for them to gather
+        events = await board.wait_events(last if last != "0" else "0-0", 500, count=BATCH)
+        show(events)
+        if len(events) < BATCH and not stop.is_set():
+            await asyncio.sleep(GATHER_S)
     await drain()
-
-
-async def _wait(board: Blackboard, last: str, stop: asyncio.Event, block_ms: int = 500) -> None:
-    if stop.is_set():
-        return
-    await board.wait_events(last if last != "0" else "0-0", block_ms=block_ms)

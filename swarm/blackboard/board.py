@@ -494,9 +494,10 @@ class Blackboard:
         )
         return [Event.from_fields(i, f) for i, f in rows]
 
-    async def wait_events(self, after: str, block_ms: int) -> list[Event]:
-        """Block until events newer than `after` exist (or block_ms passes)."""
-        res = await self.r.xread({self.k.events: after}, block=block_ms, count=1000)
+    async def wait_events(self, after: str, block_ms: int, count: int = 1000) -> list[Event]:
+        """Block until events newer than `after` exist (or block_ms passes); at most
+        `count` of them are returned (1: the caller only wants to be woken)."""
+        res = await self.r.xread({self.k.events: after}, block=block_ms, count=count)
         return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
 
     async def wait_wake(self, after: str, block_ms: int) -> list[Event]:

@@ -376,7 +376,7 @@ async def _stream(redis_url: str, run_id: str, after: str) -> AsyncIterator[Serv
         while True:
             batch = await board.events(after=after, count=500)
             if not batch:
-                await board.wait_events(after, block_ms=5000)
+                await board.wait_events(after, block_ms=5000, count=1)
                 continue
             for e in batch:
                 yield ServerSentEvent(data=e.model_dump_json(), event=e.type, id=e.id)

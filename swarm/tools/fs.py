@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import difflib
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -31,6 +32,8 @@ BINARY_SNIFF_BYTES = 4096
 #: Larger files are fingerprinted by size+mtime+inode instead of a sha256 of their content
 #: (and their line count is not computed), so reading their first lines stays fast.
 FULL_HASH_MAX_BYTES = 8 * 1024 * 1024
+#: Files up to this size are read whole, in the event loop, without a thread.
+INLINE_READ_BYTES = 256 * 1024
 #: Larger files are not loaded into memory for edit/multiedit.
 MAX_EDIT_BYTES = 32 * 1024 * 1024
 MAX_DIFF_LINES = 80
@@ -220,10 +223,31 @@ def _cut_line(raw: bytes, rest_chars: int) -> str:
     return text
 
 
-def _read_sync(real: Path, rel: str, offset: int, limit: int) -> tuple[ToolOutput, str]:
+def _whole_if_small(real: Path) -> bytes | None:
+    """The content of a file of at most INLINE_READ_BYTES, read in one go (None: larger)."""
     with open_regular(real) as fh:
-        head = fh.read(BINARY_SNIFF_BYTES)
-    digest, total = fingerprint(real)
+        if os.fstat(fh.fileno()).st_size > INLINE_READ_BYTES:
+            return None
+        return fh.read(INLINE_READ_BYTES + 1)
+
+
+def _lines_of(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _read_sync(
+    real: Path, rel: str, offset: int, limit: int, data: bytes | None = None
+) -> tuple[ToolOutput, str]:
+    """One read call's output and the file's fingerprint; ``data``: the whole file, read
+    already (a small file is opened once, not three times)."""
+    total: int | None
+    if data is not None:
+        head = data[:BINARY_SNIFF_BYTES]
+        digest, total = hashlib.sha256(data).hexdigest(), _lines_of(data)
+    else:
+        with open_regular(real) as fh:
+            head = fh.read(BINARY_SNIFF_BYTES)
+        digest, total = fingerprint(real)
     if looks_binary(head):
         size = os.path.getsize(real)
         return (
@@ -243,7 +267,7 @@ def _read_sync(real: Path, rel: str, offset: int, limit: int) -> tuple[ToolOutpu
     number = 0
     capped = False
     more = False
-    with open_regular(real) as fh:
+    with io.BytesIO(data) if data is not None else open_regular(real) as fh:
         while True:
             raw = fh.readline(chunk)
             if not raw:
@@ -321,9 +345,14 @@ class Read(Tool):
             )
         if real.is_dir():
             return await asyncio.to_thread(_list_dir, real, rel)
-        out, digest = await asyncio.to_thread(
-            _read_sync, real, rel, params.offset or 1, params.limit or DEFAULT_LIMIT
-        )
+        offset, limit = params.offset or 1, params.limit or DEFAULT_LIMIT
+        # a small regular file is read in the loop: a thread hand-off costs more than the
+        # read (the open is non-blocking and refuses anything but a regular file)
+        data = _whole_if_small(real)
+        if data is not None:
+            out, digest = _read_sync(real, rel, offset, limit, data)
+        else:
+            out, digest = await asyncio.to_thread(_read_sync, real, rel, offset, limit)
         if ctx.state is not None:
             await ctx.state.set(state_key(rel), digest)
         return out

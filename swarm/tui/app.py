@@ -350,7 +350,7 @@ class DashboardApp(App[str]):
             if not self.finished.is_set():
                 with contextlib.suppress(Exception):
                     await self.board.wait_events(
-                        self.last if self.last != "0" else "0-0", block_ms=IDLE_REFRESH_MS
+                        self.last if self.last != "0" else "0-0", IDLE_REFRESH_MS, count=1
                     )
             await asyncio.sleep(max(0.0, REDRAW_S - (time.monotonic() - t0)))
 

@@ -59,7 +59,7 @@ class MergeQueue:
                 await self.board.emit("merge_error", data={"error": str(exc)[:500]})
                 worked = False
             if not worked:
-                await self.board.wait_events(last, block_ms=1000)
+                await self.board.wait_events(last, block_ms=1000, count=1)
 
     async def step(self) -> bool:
         """Merge the task at the head of the queue; False when there was nothing to do (or
