@@ -305,8 +305,10 @@ class AgentLoop:
                 break
             # (expired leases are requeued by the coordinator alone: it knows when Redis
             # was unreachable, and gives every lease its time back first)
-            if claim.open <= 0 and all(t.status in TERMINAL for t in await self.board.tasks()):
-                break  # (the count is a cue; the tasks themselves decide)
+            if claim.open <= 0 and all(
+                s in TERMINAL for s in (await self.board.task_statuses()).values()
+            ):
+                break  # (the count is a cue; the tasks' statuses decide)
             waiting = claim.waiting_for
             if waiting:
                 await self.set_status("waiting", waiting_for=",".join(waiting))

@@ -333,6 +333,14 @@ class Blackboard:
             pipe.hgetall(self.k.task(i))
         return [TaskView.from_hash(h) for h in await pipe.execute() if h]
 
+    async def task_statuses(self) -> dict[str, str]:
+        """Every task's status, and nothing else (a task whose data is gone: '')."""
+        ids = await self.task_ids()
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(self.k.task(i), "status")
+        return {i: s or "" for i, s in zip(ids, await pipe.execute(), strict=True)}
+
     async def tasks(self) -> list[TaskView]:
         ids = await self.task_ids()
         pipe = self.r.pipeline(transaction=False)

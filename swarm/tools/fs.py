@@ -56,10 +56,13 @@ def looks_binary(head: bytes) -> bool:
     if b"\x00" in head:
         return True
     text = head.decode("utf-8", errors="replace")
-    bad = sum(
-        1 for c in text if c == "\ufffd" or c == "\x7f" or (c < " " and c not in "\t\n\r\f\v\b\x1b")
-    )
+    bad = len(text) - len(text.translate(_DROP_NON_PRINTABLE))  # in C, not per character
     return bad > 0.3 * len(text)
+
+
+_DROP_NON_PRINTABLE = dict.fromkeys(
+    [0xFFFD, 0x7F, *(c for c in range(32) if chr(c) not in "\t\n\r\f\v\b\x1b")]
+)
 
 
 def open_regular(path: Path) -> IO[bytes]:

@@ -41,14 +41,22 @@ def workspace_root(workspace: Path) -> Path:
     return Path(os.path.realpath(workspace))
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
+def _inside(root: Path | str, path: Path | str) -> bool:
+    """``path`` is ``root`` or below it (both absolute and normalised; compared as strings,
+    which is what Path.parents would say, without building every parent)."""
+    r, p = os.fspath(root), os.fspath(path)
+    return p == r or p.startswith(r if r.endswith(os.sep) else r + os.sep)
 
 
 def relpath(workspace: Path, path: Path) -> str:
     """``path`` (already resolved) relative to the workspace, posix style; ``.`` for the root."""
-    rel = Path(os.path.realpath(path)).relative_to(workspace_root(workspace)).as_posix()
-    return rel or "."
+    real, root = os.path.realpath(path), os.path.realpath(workspace)
+    if not _inside(root, real):
+        raise ValueError(f"{real} is not inside {root}")
+    if real == root:
+        return "."
+    rel = real[len(root) :].lstrip(os.sep)
+    return rel.replace(os.sep, "/")
 
 
 def resolve_in_workspace(
@@ -67,8 +75,9 @@ def resolve_in_workspace(
     root = workspace_root(workspace)
     raw = Path(os.path.expanduser(file_path)) if file_path.startswith("~") else Path(file_path)
     candidate = raw if raw.is_absolute() else root / raw
-    real = Path(os.path.realpath(candidate))
-    if not _inside(root, real):
+    real_s = os.path.realpath(candidate)
+    real = Path(real_s)
+    if not _inside(root, real_s):
         lexical = Path(os.path.normpath(candidate))
         if _inside(root, lexical) or _inside(Path(os.path.abspath(workspace)), lexical):
             # lexically inside, really outside: a symlink somewhere on the way points out
@@ -81,7 +90,7 @@ def resolve_in_workspace(
             "Use a path inside the workspace (relative paths resolve against its root)."
         )
     for forbidden in _FORBIDDEN_ROOTS:
-        if real == Path(forbidden) or Path(forbidden) in real.parents:
+        if _inside(forbidden, real_s):
             raise SandboxError(f"Access denied: {file_path} is a system path ({forbidden}).")
     if not allow_special:
         try:
