@@ -187,8 +187,8 @@ class AnthropicProvider:
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
         self._tools = ToolsCache(anthropic_tools)
         self._system: tuple[str, bytes] | None = None
-        # (client, headers, URL, extensions) of the requests that client sends
-        self._prepared: tuple[Any, httpx2.Headers, httpx2.URL, dict[str, Any] | None] | None = None
+        # (the client and what its headers come from; headers, URL, extensions)
+        self._prepared: tuple[tuple[Any, ...], httpx2.Headers, httpx2.URL, Any] | None = None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -319,9 +319,18 @@ class AnthropicProvider:
 
     async def _http_request(self, client: anthropic.AsyncAnthropic, body: bytes) -> httpx2.Request:
         """The request the SDK's `post` would build for this body. Its headers and URL are
-        the same on every call of a client (no retries: the retry count is always 0), so
-        they are worked out once per client."""
-        if self._prepared is None or self._prepared[0] is not client:
+        the same on every call (no retries: the retry count is always 0) until the client,
+        or what it takes them from, changes (a renewed token is set on the client), so they
+        are worked out once for each such state."""
+        state = (
+            client,
+            client.api_key,
+            client.auth_token,
+            client.base_url,
+            client.timeout,
+            tuple(client._custom_headers.items()),
+        )
+        if self._prepared is None or self._prepared[0] != state:
             if client._platform is None:  # as the SDK's `request` does, off the event loop
                 client._platform = await asyncify(get_platform)()
             options = await client._prepare_options(
@@ -332,7 +341,7 @@ class AnthropicProvider:
             headers = client._build_headers(options, retries_taken=0)
             url = client._prepare_url(options.url)
             extensions = {"sni_hostname": url.host.replace("_", "-")} if "_" in url.host else None
-            self._prepared = (client, headers, url, extensions)
+            self._prepared = (state, headers, url, extensions)
         _, headers, url, extensions = self._prepared
         return client._client.build_request(
             "POST",
