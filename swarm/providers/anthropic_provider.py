@@ -1,12 +1,16 @@
 """Anthropic Messages API through the official `anthropic` SDK (streaming, tools).
 
 Request bodies are built from per-message JSON cached across the turns of a conversation
-and sent through the client's lower-level `post` (auth, base URL, headers, errors as with
-`messages.stream`, which walks and serializes the whole history again on every call); the
-stream's events are read as decoded JSON and put together by `anthropic_stream`. One
-difference: with OpenTelemetry tracing configured, the SDK's span of the call lacks the attributes it
-reads off a request body given as a dict (model, max_tokens; in content mode the
-messages); the response side is recorded as before.
+(`messages.stream` walks and serializes the whole history again on every call). Each call
+is the request the client's lower-level `post` would build (the SDK's headers, auth, base
+URL and timeout, worked out once per client state), sent with the client's HTTP client
+(the SDK's aiohttp-backed one, whose HTTP parsing is in C) and answered with the SDK's
+error types; the stream's SSE is split here (`SSEParser`, the SDK decoder's rules) and its
+events put together by `anthropic_stream`. The SDK's `post` with its request machinery,
+httpx's h11-based transport and its event stream cost as much CPU as the rest of a call. A client
+with middleware, or whose call could open an OpenTelemetry span, goes through `post`; its
+span lacks the attributes the SDK reads off a request body given as a dict (model,
+max_tokens; in content mode the messages); the response side is recorded as before.
 """
 
 from __future__ import annotations
