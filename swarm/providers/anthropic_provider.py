@@ -296,6 +296,7 @@ class AnthropicProvider:
         error types), sent on the client's HTTP client; the response's SSE read here."""
         client = self.client
         request = await self._http_request(client, body)
+        await client._prepare_request(request)  # a hook of the SDK's (signing, in subclasses)
         auth = client.custom_auth
         try:
             if auth is None:

@@ -227,3 +227,31 @@ async def test_a_token_set_on_the_client_reaches_the_next_request() -> None:
     sent = [str(r.headers.get("x-api-key") or r.headers.get("authorization")) for r in captured]
     assert "sk-ant-secret" in sent[0] and "sk-ant-renewed" in sent[1]
     await provider.aclose()
+
+
+async def test_a_client_that_could_trace_goes_through_the_sdks_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    from swarm.providers.anthropic_provider import _may_trace
+
+    provider = provider_with(Pieces([turn()]))
+    assert not _may_trace(provider.client)  # OpenTelemetry's default provider: no spans
+    assert not _may_trace(provider.client.copy(open_telemetry=False))
+    own = provider.client.copy(open_telemetry={"tracer_provider": trace.NoOpTracerProvider()})
+    assert _may_trace(own)
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=1, span_id=2, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    with trace.use_span(parent):  # a trace context the SDK would pass on
+        assert _may_trace(provider.client)
+
+    async def not_here(*_: Any) -> None:
+        raise AssertionError("the direct path was taken")
+
+    provider.client = own
+    monkeypatch.setattr(provider, "_stream", not_here)
+    resp = await ask(provider)
+    assert resp.message.text == "done «é»" and resp.usage.cache_creation_tokens == 5
+    await provider.aclose()
