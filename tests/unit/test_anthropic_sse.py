@@ -255,3 +255,15 @@ async def test_a_client_that_could_trace_goes_through_the_sdks_post(
     resp = await ask(provider)
     assert resp.message.text == "done «é»" and resp.usage.cache_creation_tokens == 5
     await provider.aclose()
+
+
+def test_the_http_client_is_the_sdks_aiohttp_one_with_the_shared_tls_context() -> None:
+    from anthropic._vendor.httpx_aiohttp.transport import AiohttpTransport
+
+    from swarm.providers.http import tls_context
+
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    transport = provider.client._client._transport
+    assert isinstance(transport, AiohttpTransport)
+    assert transport.ssl_context is tls_context()
+    assert provider.client.max_retries == 0
