@@ -267,3 +267,26 @@ def test_the_http_client_is_the_sdks_aiohttp_one_with_the_shared_tls_context() -
     assert isinstance(transport, AiohttpTransport)
     assert transport.ssl_context is tls_context()
     assert provider.client.max_retries == 0
+
+
+async def test_a_cookie_the_server_set_goes_back_as_with_the_sdks_post() -> None:
+    captured: list[httpx2.Request] = []
+    provider = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        request.read()
+        captured.append(request)
+        return httpx2.Response(
+            200,
+            content=turn(),
+            headers={"content-type": "text/event-stream", "set-cookie": "lb=node-2; Path=/"},
+        )
+
+    provider.client = provider.client.copy(
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(reply))
+    )
+    await ask(provider)
+    await ask(provider)
+    assert "cookie" not in captured[0].headers
+    assert captured[1].headers["cookie"] == "lb=node-2"
+    await provider.aclose()
