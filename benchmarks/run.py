@@ -232,9 +232,17 @@ async def _provider_cpu_rows(
 class _AnthropicBefore:
     """AnthropicProvider.complete as it was before bodies were cached and sent through
     `client.post` (the whole history converted and given to `messages.stream` on every
-    call), kept so every run measures before and after side by side."""
+    call, on the SDK's default httpx client), kept so every run measures before and after
+    side by side."""
 
     def __init__(self, provider: Any) -> None:
+        import anthropic
+
+        from swarm.providers.http import tls_context
+
+        provider.client = provider.client.copy(
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context())
+        )
         self.p = provider
 
     async def complete(

@@ -1,31 +1,40 @@
 """Anthropic Messages API through the official `anthropic` SDK (streaming, tools).
 
 Request bodies are built from per-message JSON cached across the turns of a conversation
-and sent through the client's lower-level `post` (auth, base URL, headers, errors as with
-`messages.stream`, which walks and serializes the whole history again on every call); the
-stream's events are read as decoded JSON and put together by `anthropic_stream`. One
-difference: with OpenTelemetry tracing configured, the SDK's span of the call lacks the attributes it
-reads off a request body given as a dict (model, max_tokens; in content mode the
-messages); the response side is recorded as before.
+(`messages.stream` walks and serializes the whole history again on every call). Each call
+is the request the client's lower-level `post` would build (the SDK's headers, auth, base
+URL and timeout, worked out once per client state), sent with the client's HTTP client
+(the SDK's aiohttp-backed one, whose HTTP parsing is in C) and answered with the SDK's
+error types; the stream's SSE is split here (`SSEParser`, the SDK decoder's rules) and its
+events put together by `anthropic_stream`. The SDK's `post` with its request machinery,
+httpx's h11-based transport and its event stream cost as much CPU as the rest of a call. A client
+with middleware, or whose call could open an OpenTelemetry span, goes through `post`; its
+span lacks the attributes the SDK reads off a request body given as a dict (model,
+max_tokens; in content mode the messages); the response side is recorded as before.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
-from anthropic._base_client import make_request_options
+import httpx2
+from anthropic._base_client import FinalRequestOptions, get_platform, make_request_options
 from anthropic._data import DEPRECATED_MODELS
+from anthropic._utils import asyncify
 from anthropic.lib._stainless_helpers import (
     HELPER_METHOD_STREAM,
     STAINLESS_HELPER_METHOD_HEADER,
     STAINLESS_STREAM_HELPER_HEADER,
 )
 from anthropic.lib._tracing import messages_create_request_attributes
+from opentelemetry import trace
 
-from swarm.providers.anthropic_stream import STOP_REASONS, MessageAccumulator
+from swarm.providers.anthropic_stream import STOP_REASONS, MessageAccumulator, SSEParser
 from swarm.providers.base import (
     TRANSPORT_ERRORS,
     ProviderError,
@@ -149,6 +158,17 @@ _STREAM_OPTIONS = make_request_options(
 _EVENT_STREAM = anthropic.AsyncStream[object]  # each event as the decoded JSON
 
 
+def http_client(verify: Any) -> httpx2.AsyncClient:
+    """The SDK's aiohttp-backed HTTP client (its `aiohttp` extra): the same httpx interface,
+    proxies from the environment included, with HTTP parsed in C; it halved the transport's
+    CPU per call. The SDK's default httpx client if aiohttp is not installed."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return anthropic.DefaultAsyncHttpxClient(verify=verify)
+    return anthropic.DefaultAioHttpClient(verify=verify)
+
+
 class AnthropicProvider:
     name = "anthropic"
 
@@ -167,11 +187,12 @@ class AnthropicProvider:
             max_retries=0,
             timeout=timeout_s,
             default_headers=default_headers,
-            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
+            http_client=http_client(verify=tls_context()),
         )
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
         self._tools = ToolsCache(anthropic_tools)
         self._system: tuple[str, bytes] | None = None
+        self._prepared: _Prepared | None = None  # the request of the client's current state
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -205,17 +226,10 @@ class AnthropicProvider:
         )
         acc = MessageAccumulator()  # once open, what it saw: message_start has the input usage
         try:
-            stream = await self.client.post(
-                "/v1/messages",
-                content=body,
-                cast_to=anthropic.types.Message,
-                options=_STREAM_OPTIONS,
-                stream=True,
-                stream_cls=_EVENT_STREAM,
-            )
-            async with stream:
-                async for event in stream:
-                    acc.add(event)
+            if self.client._middleware or _may_trace(self.client):
+                await self._stream_through_post(body, acc)
+            else:
+                await self._stream(body, acc)
         except anthropic.APIStatusError as exc:
             if exc.status_code == 200:  # an `event: error` in the middle of the stream
                 kind = _error_type(exc)
@@ -261,6 +275,90 @@ class AnthropicProvider:
                 usage=acc.partial_usage(),
             )
         return acc.response()
+
+    async def _stream_through_post(self, body: bytes, acc: MessageAccumulator) -> None:
+        """The SDK's `post` and its event stream: what a client with tracing or middleware
+        configured takes, so that its spans and middleware see the call."""
+        stream = await self.client.post(
+            "/v1/messages",
+            content=body,
+            cast_to=anthropic.types.Message,
+            options=_STREAM_OPTIONS,
+            stream=True,
+            stream_cls=_EVENT_STREAM,
+        )
+        async with stream:
+            async for event in stream:
+                acc.add(event)
+
+    async def _stream(self, body: bytes, acc: MessageAccumulator) -> None:
+        """One attempt, as the SDK's `post` makes it (its headers, auth, URL, timeout and
+        error types), sent on the client's HTTP client; the response's SSE read here."""
+        client = self.client
+        request = await self._http_request(client, body)
+        await client._prepare_request(request)  # a hook of the SDK's (signing, in subclasses)
+        auth = client.custom_auth
+        try:
+            if auth is None:
+                response = await client._client.send(request, stream=True)
+            else:
+                response = await client._client.send(request, stream=True, auth=auth)
+        except httpx2.TimeoutException as err:
+            raise anthropic.APITimeoutError(request=request) from err
+        except anthropic.AnthropicError:
+            raise
+        except Exception as err:
+            raise anthropic.APIConnectionError(request=request) from err
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise client._make_status_error_from_response(response) from None
+            parser = SSEParser()
+            async for chunk in response.aiter_bytes():
+                for name, data in parser.feed(chunk):
+                    _add_event(client, response, acc, name, data)
+            for name, data in parser.feed(b"", last=True):
+                _add_event(client, response, acc, name, data)
+        finally:
+            await response.aclose()
+
+    async def _http_request(self, client: anthropic.AsyncAnthropic, body: bytes) -> httpx2.Request:
+        """The request the SDK's `post` would build for this body (its headers merged with
+        the HTTP client's, as `build_request` merges them). They and the URL are the same on
+        every call (no retries: the retry count is always 0) until the client, or what it
+        takes them from, changes (a renewed token is set on the client), so they are worked
+        out once for each such state; with cookies stored, `build_request` adds them."""
+        http = client._client
+        state = (
+            client,
+            http,
+            client.api_key,
+            client.auth_token,
+            client.base_url,
+            client.timeout,
+            tuple(client._custom_headers.items()),
+            tuple(http.headers.raw),
+            http.params,
+        )
+        if self._prepared is None or self._prepared.state != state:
+            self._prepared = await _prepare(client, state)
+        prepared = self._prepared
+        if http.cookies:
+            return http.build_request(
+                "POST",
+                prepared.url,
+                headers=prepared.sdk_headers,
+                content=body,
+                timeout=client.timeout,
+                extensions=prepared.sni,
+            )
+        return httpx2.Request(
+            "POST",
+            prepared.request_url,
+            headers=prepared.headers,
+            content=body,
+            extensions=dict(prepared.extensions),
+        )
 
     def request_body(
         self,
@@ -318,6 +416,77 @@ def _options_json(options: RequestOptions | None, has_tools: bool) -> bytes:
     if options.parallel_tool_calls is False and has_tools:
         out += b',"tool_choice":{"type":"auto","disable_parallel_tool_use":true}'
     return out
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What every request of one client state carries: the SDK's headers, URL and SNI
+    extension as `post` makes them, and the request `build_request` makes of them (all
+    headers but Host and Content-Length, the URL, the timeout extensions)."""
+
+    state: tuple[Any, ...]
+    sdk_headers: httpx2.Headers
+    url: httpx2.URL
+    sni: dict[str, Any] | None
+    headers: httpx2.Headers
+    request_url: httpx2.URL
+    extensions: dict[str, Any]
+
+
+async def _prepare(client: anthropic.AsyncAnthropic, state: tuple[Any, ...]) -> _Prepared:
+    if client._platform is None:  # as the SDK's `request` does, off the event loop
+        client._platform = await asyncify(get_platform)()
+    options = await client._prepare_options(
+        FinalRequestOptions.construct(
+            method="post", url="/v1/messages", content=b"", **_STREAM_OPTIONS
+        )
+    )
+    sdk_headers = client._build_headers(options, retries_taken=0)
+    url = client._prepare_url(options.url)
+    sni = {"sni_hostname": url.host.replace("_", "-")} if "_" in url.host else None
+    template = client._client.build_request(
+        "POST", url, headers=sdk_headers, content=b"", timeout=client.timeout, extensions=sni
+    )
+    auto = (b"host", b"content-length")  # what a request adds for its own URL and body
+    headers = httpx2.Headers([(k, v) for k, v in template.headers.raw if k.lower() not in auto])
+    return _Prepared(state, sdk_headers, url, sni, headers, template.url, dict(template.extensions))
+
+
+def _may_trace(client: anthropic.AsyncAnthropic) -> bool:
+    """Whether the SDK's `request` could open a span for the call: it has a tracer, and a
+    tracer provider of its own, a global one set (not OpenTelemetry's default, which makes
+    none), or a trace context to pass on."""
+    if client._tracer is None:
+        return False
+    if client._open_telemetry.get("tracer_provider") is not None:
+        return True
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return True
+    return bool(trace.get_current_span().get_span_context().is_valid)
+
+
+def _add_event(
+    client: anthropic.AsyncAnthropic,
+    response: httpx2.Response,
+    acc: MessageAccumulator,
+    name: str,
+    data: bytes,
+) -> None:
+    """One named event, as the SDK's stream treats it: pings and empty data skipped, an
+    `error` event raised as the SDK raises it (a status error with the 200 response)."""
+    if name == "ping":
+        return
+    if name == "error":
+        text = data.decode(errors="replace")
+        body: object = text
+        try:
+            body = json.loads(data)
+            message = f"{body}"
+        except ValueError:
+            message = text or f"Error code: {response.status_code}"
+        raise client._make_status_error(message, body=body, response=response)
+    if data:
+        acc.add(json.loads(data))
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:

@@ -165,3 +165,51 @@ class MessageAccumulator:
             cache_read_tokens=u.get("cache_read_input_tokens", 0),
             cache_creation_tokens=u.get("cache_creation_input_tokens", 0),
         )
+
+
+class SSEParser:
+    """Server-sent events out of the response's bytes, as the SDK's decoder splits them:
+    an event ends at a blank line (LF, CRLF or CR line ends, also split across chunks);
+    `event:` and `data:` fields (several data lines joined by LF), comments and other
+    fields ignored. Only named events come out, as the SDK's stream yields only those; a
+    last event with no blank line after it is dropped, as the SDK drops it."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes, *, last: bool = False) -> list[tuple[str, bytes]]:
+        """The events complete with this chunk: (name, data); `last`: the stream ended."""
+        buf = self._buf + chunk
+        if b"\r" in buf:
+            held = not last and buf.endswith(b"\r")  # maybe the first half of a CRLF
+            if held:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if held:
+                buf += b"\r"
+        *complete, rest = buf.split(b"\n\n")
+        self._buf = rest
+        events: list[tuple[str, bytes]] = []
+        for raw in complete:
+            event = _parse_event(raw)
+            if event is not None:
+                events.append(event)
+        return events
+
+
+def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
+    name = ""
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"event":
+            name = value.decode()
+        elif field == b"data":
+            data.append(value)
+    if not name:
+        return None
+    return name, b"\n".join(data)

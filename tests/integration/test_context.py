@@ -390,7 +390,10 @@ async def test_read_only_tools_of_a_turn_run_together(
     try:
         spec = agent_specs(plan, board.url, tmp_path / "run")[0]
         loop = build_loop(spec, board, {"slow_look": SlowLook(), "slow_touch": SlowTouch()})
-        await asyncio.wait_for(loop.run(), 60)
+        try:
+            await asyncio.wait_for(loop.run(), 60)
+        finally:
+            await loop.provider.aclose()
     finally:
         stub.stop()
     first, second = stub.requests[0], stub.requests[1]
