@@ -3,6 +3,7 @@ request it generates gets a 5xx, and every error has the documented shape."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,8 @@ from tests.e2e.test_serve import config, script
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 30  # per operation: the whole run stays well under a minute
+# per operation: the whole run stays well under a minute (more: SWARM_SCHEMA_EXAMPLES)
+EXAMPLES = int(os.environ.get("SWARM_SCHEMA_EXAMPLES", "30"))
 
 
 def test_no_server_errors(tmp_path: Path, redis_handle: RedisHandle) -> None:
