@@ -6,11 +6,13 @@ queue; a record that does not fit is dropped and counted) and one writer thread 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import queue
 import sys
 import threading
+import time
 
 QUEUE_SIZE = 10_000
 # uvicorn's loggers, and the root logger (swarm's modules log through it)
@@ -71,10 +73,12 @@ class LogSink:
             if restore:
                 logger.addHandler(original)
         self.swapped = []
-        if self.thread is not None:
-            self.put(None)
-            self.thread.join(timeout)
-            self.thread = None
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            deadline = time.monotonic() + timeout
+            with contextlib.suppress(queue.Full):  # the writer is stuck: leave it
+                self.queue.put(None, timeout=timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _write(self) -> None:
         while True:
