@@ -49,6 +49,7 @@ def run_server(host: str, port: int, allow_remote: bool, workdir: Path) -> None:
     from swarm.blackboard.connection import open_redis, state_dir
     from swarm.server import create_app
     from swarm.server.auth import TOKEN_ENV, server_token
+    from swarm.server.logsink import LogSink
 
     if not is_loopback(host):
         if not allow_remote:
@@ -78,7 +79,12 @@ def run_server(host: str, port: int, allow_remote: bool, workdir: Path) -> None:
         )
         server = uvicorn.Server(config)
         print(f"swarm serve: http://{host}:{port} (OpenAPI at /openapi.json)", flush=True)
-        server.run()
+        sink = LogSink()  # after uvicorn.Config: it installs the handlers this wraps
+        sink.start()
+        try:
+            server.run()
+        finally:
+            sink.stop()
     finally:
         handle.close()
 

@@ -45,7 +45,10 @@ class Served:
         self.redis_url = redis_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        # a file, not a pipe: nobody reads a pipe while the test runs, and a server
+        # writing to a full one used to stop answering
+        self.log_path = tmp / "serve.log"
         self.run_ids: list[str] = []
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -59,14 +62,14 @@ class Served:
             "SWARM_SERVER_TOKEN": TOKEN,
             "PYTHONUNBUFFERED": "1",
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarm.cli", "serve", "--port", str(self.port)],
-            cwd=self.tmp,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "swarm.cli", "serve", "--port", str(self.port)],
+                cwd=self.tmp,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
@@ -82,16 +85,21 @@ class Served:
             return ""
         if self.proc.poll() is None:
             kill_tree(self.proc.pid)
-        out, _ = self.proc.communicate(timeout=10)
-        return out or ""
+        self.proc.wait(timeout=10)
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            kill_tree(self.proc.pid)  # the server and the runs it started
-            self.proc.communicate(timeout=10)
-        for run_id in self.run_ids:
-            reap_strays(run_id)
-        self.stub.stop()
+        """Everything goes, whatever failed: the server, the runs, the scripted server."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                kill_tree(self.proc.pid)  # the server and the runs it started
+                self.proc.wait(timeout=10)
+        finally:
+            try:
+                for run_id in self.run_ids:
+                    reap_strays(run_id)
+            finally:
+                self.stub.stop()
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers=self.auth, timeout=60, **kw)
