@@ -36,6 +36,7 @@ log = logging.getLogger("swarm.coordinator")
 WATCH_HZ = 4  # supervision rounds per second, at most
 # what a supervision round reads of the run's meta hash (never the whole of it: the plan)
 WATCHED_META = ("state", "provider_failing_since", "provider_error")
+DEATH_WRITES = 8  # agents' deaths written at once, at most
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -81,6 +82,10 @@ class Coordinator:
         self.lease_lost = False
         self.reaper: subprocess.Popen[bytes] | None = None
         self.detached = False  # the dashboard let go of this terminal (SIGHUP is ignored)
+        self.stopping = False  # _stop ends the agents: their calls' errors are its doing
+        # an actor's death is written by each of its agents' watchers: a packed actor of
+        # hundreds would otherwise write hundreds at once
+        self._death_writes = asyncio.Semaphore(DEATH_WRITES)
 
     # -- agents ------------------------------------------------------------------------
     def _spawn(self, specs: list[AgentSpec]) -> None:
@@ -165,10 +170,13 @@ class Coordinator:
         try:
             await ref
         except Exception as exc:  # Ray's restarts exhausted, its node lost, or the loop raised
-            await self.board.update_agent(
-                name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
-            )
-            await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
+            if self.stopping:
+                return  # cancelled or killed by _stop, which marks it stopped
+            async with self._death_writes:
+                await self.board.update_agent(
+                    name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
+                )
+                await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
 
     async def _revive(self) -> str | None:
         """Respawn agents that died while the run goes on (all of them, on a new local
@@ -374,6 +382,7 @@ class Coordinator:
         # moment, then cancel the ones still busy (a long command, a slow model call)
         if runs:
             await asyncio.wait(list(runs.values()), timeout=3)
+        self.stopping = True
         busy = [name for name, fut in runs.items() if not fut.done()]
         for name in busy:
             with contextlib.suppress(Exception):
@@ -385,9 +394,9 @@ class Coordinator:
         for actor in {id(a): a for a in self.actors.values()}.values():
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        for name in busy:
-            await self.board.update_agent(
-                name, event="agent_status", data={"status": "stopped"}, status="stopped"
+        if busy:  # one round trip for them all (a thousand agents, one pipeline)
+            await self.board.mark_agents(
+                busy, event="agent_status", data={"status": "stopped"}, status="stopped"
             )
 
 

@@ -21,10 +21,12 @@ from swarm.blackboard import lua
 from swarm.blackboard.keys import RUNS, SCHEMA, SESSIONS, Keys
 from swarm.blackboard.limits import Reservation
 from swarm.blackboard.lua import WAKE_EVENTS
+from swarm.blackboard.wake import WakeListener
 from swarm.errors import SwarmError
 
 TERMINAL = ("completed", "failed")
 REDIS_OUTAGE_S = 120.0  # how long every call rides out an unreachable Redis
+MAX_CONNECTIONS = 100  # a board's connections at most (redis-py's default pool size)
 
 
 class StateCorrupt(SwarmError):
@@ -179,7 +181,13 @@ def now_ms() -> int:
 class Blackboard:
     """One run's view of Redis. Cheap to create; share one per process."""
 
-    def __init__(self, url: str, run_id: str, outage_s: float = REDIS_OUTAGE_S):
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        outage_s: float = REDIS_OUTAGE_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.url = url
         self.run_id = run_id
         self.k = Keys(run_id)
@@ -187,8 +195,13 @@ class Blackboard:
         # encoding_errors="replace": one bad byte must never break every reader of a key
         # socket_timeout: longer than any blocking read (5 s), so a silent partition is
         # noticed and retried instead of hanging forever
-        self.r: Any = aioredis.Redis.from_url(
+        # a bounded pool whose callers wait for a free connection: redis-py's default
+        # pool raises MaxConnectionsError past 100 concurrent calls (a thousand agents
+        # marked at once did), and each connection is a client the server buffers for
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=None,  # held connections come back: every call ends within its outage
             decode_responses=True,
             encoding_errors="replace",
             retry=OutageRetry(outage_s),
@@ -196,6 +209,8 @@ class Blackboard:
             socket_timeout=20,
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),
         )
+        self.r: Any = aioredis.Redis.from_pool(pool)
+        self.wake = WakeListener(self.r, self.k.wake)
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -214,6 +229,7 @@ class Blackboard:
         self._coord_lease = self.r.register_script(lua.COORDINATOR_LEASE)
 
     async def close(self) -> None:
+        await self.wake.close()
         await self.r.aclose()
 
     # -- runs --------------------------------------------------------------------------
@@ -500,9 +516,9 @@ class Blackboard:
         return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
 
     async def wait_wake(self, after: str, block_ms: int) -> list[Event]:
-        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`."""
-        res = await self.r.xread({self.k.wake: after}, block=block_ms, count=100)
-        return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
+        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`
+        (or block_ms passes): every waiter of this board shares one blocking read."""
+        return [Event.from_fields(i, f) for i, f in await self.wake.wait(after, block_ms)]
 
     async def last_event_id(self) -> str:
         rows = await self.r.xrevrange(self.k.events, count=1)
@@ -525,6 +541,20 @@ class Blackboard:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.agent(name), mapping={k: str(v) for k, v in fields.items()})
         if event:
+            ev = self._event_fields(event, str(fields.get("task", "")), name, data)
+            pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
+            if event in WAKE_EVENTS:
+                self._wake(pipe, ev)
+        await pipe.execute()
+
+    async def mark_agents(
+        self, names: Iterable[str], event: str, data: dict[str, Any], **fields: Any
+    ) -> None:
+        """update_agent for many agents in one round trip (a stop marks a thousand)."""
+        pipe = self.r.pipeline(transaction=False)
+        mapping = {k: str(v) for k, v in fields.items()}
+        for name in names:
+            pipe.hset(self.k.agent(name), mapping=mapping)
             ev = self._event_fields(event, str(fields.get("task", "")), name, data)
             pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
             if event in WAKE_EVENTS:
