@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -207,10 +208,13 @@ class Blackboard:
             retry=OutageRetry(outage_s),
             socket_connect_timeout=5,
             socket_timeout=20,
+            client_name=f"swarm-{os.getpid()}",  # CLIENT LIST tells whose a connection is
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),
         )
         self.r: Any = aioredis.Redis.from_pool(pool)
         self.wake = WakeListener(self.r, self.k.wake)
+        self._pool_kwargs = {**pool.connection_kwargs, "connection_class": pool.connection_class}
+        self._blocking: Any = None
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -228,8 +232,22 @@ class Blackboard:
         self._retry_failed = self.r.register_script(lua.RETRY_FAILED)
         self._coord_lease = self.r.register_script(lua.COORDINATOR_LEASE)
 
+    @property
+    def blocking(self) -> Any:
+        """A client for blocking reads that wait on a person (an approval's BLPOP), in a
+        pool of its own: held for seconds each, they must not take the connections every
+        other call of a packed actor's agents shares. Connected on first use."""
+        if self._blocking is None:
+            pool = aioredis.BlockingConnectionPool(
+                max_connections=MAX_CONNECTIONS, timeout=None, **self._pool_kwargs
+            )
+            self._blocking = aioredis.Redis.from_pool(pool)
+        return self._blocking
+
     async def close(self) -> None:
         await self.wake.close()
+        if self._blocking is not None:
+            await self._blocking.aclose()
         await self.r.aclose()
 
     # -- runs --------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""Agents packed into one actor share its board: one bounded pool and one blocking read
+of the wake stream, so the Redis clients of the process do not grow with its agents."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from swarm.blackboard.board import Blackboard
+from swarm.hosting import ACTOR_CONNECTIONS, AgentActor, agent_specs
+from swarm.llmstub import StubScript, StubServer
+from swarm.plan import make_plan, store_plan
+
+AGENTS = 60
+
+CONFIG = f"""\
+name: packed
+goal: many idle agents
+model: anthropic/claude-sonnet-5-5
+agents:
+  - {{name: gate, role: analyst}}
+  - {{name: w, role: developer, count: {AGENTS}}}
+phases:
+  - name: one
+    tasks:
+      - {{id: a, title: the gate, agent: gate}}
+      - {{id: b, title: after it, role: developer, needs: [a]}}
+"""
+
+
+async def _own_clients(board: Blackboard) -> int:
+    """This process's connections to the server (the boards name them swarm-PID)."""
+    clients = await board.r.client_list()
+    return sum(c.get("name") == f"swarm-{os.getpid()}" for c in clients)
+
+
+async def test_packed_agents_share_one_pool_and_one_wake_reader(
+    board: Blackboard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "swarm.yaml").write_text(CONFIG)
+    (tmp_path / "repo").mkdir()
+    stub = StubServer(
+        StubScript.model_validate({"conversations": [{"task": "b", "turns": [{"text": "done"}]}]})
+    )
+    stub.start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", stub.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    try:
+        plan = make_plan(tmp_path / "swarm.yaml", tmp_path / "repo", board.run_id, tmp_path / "s")
+        await store_plan(board, plan)
+        specs = [
+            s for s in agent_specs(plan, board.url, tmp_path / "run") if s.agent.name != "gate"
+        ]
+        actor = AgentActor([s.model_dump_json() for s in specs])  # hosted here, without Ray
+        before = await _own_clients(board)
+        runs = asyncio.gather(*(actor.run(s.agent.name) for s in specs))
+        # every agent finds nothing to claim (b waits for a) and waits on the wake stream
+        for _ in range(100):
+            agents = await board.agents()
+            if sum(a.get("status") == "waiting" for a in agents) == AGENTS:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"the agents did not all wait: {[a.get('status') for a in agents]}")
+        await asyncio.sleep(0.5)
+        held = await _own_clients(board) - before
+        assert 1 <= held <= ACTOR_CONNECTIONS < AGENTS, held  # not one (or two) per agent
+        # the gate's task completes: one batch on the wake stream wakes them all
+        claim = await board.claim("gate", "analyst", 10_000)
+        assert claim is not None and await board.complete("a", "gate", "open", claim.token)
+        assert await asyncio.wait_for(runs, 60) == ["done"] * AGENTS
+        assert (await board.task("b")).status == "completed"  # type: ignore[union-attr]
+        assert await _own_clients(board) == before  # the last agent closed the shared board
+    finally:
+        stub.stop()
