@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm import approvals
-from swarm.blackboard.board import TERMINAL, Blackboard, Claim, TaskView
+from swarm.blackboard.board import Blackboard, Claim, TaskView
 from swarm.blackboard.limits import (
     Budget,
     BudgetExhausted,
@@ -306,7 +306,7 @@ class AgentLoop:
                 break
             # (expired leases are requeued by the coordinator alone: it knows when Redis
             # was unreachable, and gives every lease its time back first)
-            if claim.open <= 0 and all(t.status in TERMINAL for t in await self.board.tasks()):
+            if claim.open <= 0 and await self.board.all_terminal():
                 break  # (the count is a cue; the tasks themselves decide)
             waiting = claim.waiting_for
             if waiting:

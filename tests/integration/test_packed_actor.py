@@ -76,3 +76,20 @@ async def test_packed_agents_share_one_pool_and_one_wake_reader(
         assert await _own_clients(board) == before  # the last agent closed the shared board
     finally:
         stub.stop()
+
+
+async def test_agents_that_ask_whether_the_run_is_done_at_once_share_one_read(
+    board: Blackboard,
+) -> None:
+    for tid in ("a", "b"):
+        assert await board.create_task({"id": tid, "title": tid, "role": "dev"}, needs=[])
+    assert not await board.all_terminal()
+    for _ in range(2):
+        claim = await board.claim("x", "dev", 10_000)
+        assert claim is not None and await board.complete(claim.task_id, "x", "ok", claim.token)
+    before = await board.r.info("commandstats")
+    answers = await asyncio.gather(*(board.all_terminal() for _ in range(200)))
+    after = await board.r.info("commandstats")
+    assert answers == [True] * 200
+    reads = after["cmdstat_hget"]["calls"] - before.get("cmdstat_hget", {"calls": 0})["calls"]
+    assert reads == 2  # each task's status once, for all 200 callers
