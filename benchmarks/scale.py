@@ -85,9 +85,18 @@ class ScaleSampler(TreeSampler):
 
 
 def _kind_of(p: psutil.Process, root: int) -> str:
+    """swarm_cpu's kinds, but only an actor that hosts agents counts as one (Ray's idle
+    workers, started ahead, are "ray idle workers")."""
     from benchmarks.swarm_cpu import _kind
 
-    return _kind(p, root)
+    kind = _kind(p, root)
+    if kind == ACTORS:
+        try:
+            line = " ".join(p.cmdline())
+        except psutil.Error:
+            return kind
+        return kind if "AgentActor" in line else "ray idle workers"
+    return kind
 
 
 class ClientSampler:
@@ -303,6 +312,7 @@ def rows(sizes: list[tuple[int, int]]) -> list[tuple[str, str]]:
                 f"{head}: peak RSS of the agent actors ({r.actors} processes), per agent",
                 f"{r.actor_rss / mb:,.0f} MB, {r.actor_rss / agents / mb:.2f} MB",
             ),
+            (f"{head}: peak RSS of the largest agent actor", f"{r.peak_actor_rss / mb:,.0f} MB"),
             (f"{head}: peak RSS of the embedded Redis", f"{r.redis_rss / mb:,.0f} MB"),
             (f"{head}: CPU, whole process tree", f"{r.cpu_s:.1f} s"),
             (f"{head}: Redis commands per task", f"{r.redis_commands / max(r.tasks, 1):.0f}"),
