@@ -44,6 +44,7 @@ NOTE = (
 )
 MEMORY_TARGET = 3 * 2**30  # 100 agents, the whole tree
 ACTORS = "agent actors (Ray workers)"
+IDLE = "ray idle workers"
 
 
 def sizes(quick: bool) -> list[tuple[int, int]]:
@@ -66,7 +67,8 @@ class ScaleSampler(TreeSampler):
             for p in self._procs():
                 try:
                     with p.oneshot():
-                        if p.pid not in self.kinds:
+                        # an idle worker may become an actor: looked at again
+                        if self.kinds.get(p.pid, IDLE) == IDLE:
                             self.kinds[p.pid] = _kind_of(p, self.root.pid)
                         t = p.cpu_times()
                         cpu[p.pid] = t.user + t.system
@@ -95,7 +97,7 @@ def _kind_of(p: psutil.Process, root: int) -> str:
             line = " ".join(p.cmdline())
         except psutil.Error:
             return kind
-        return kind if "AgentActor" in line else "ray idle workers"
+        return kind if "AgentActor" in line else IDLE
     return kind
 
 
