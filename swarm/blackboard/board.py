@@ -284,6 +284,18 @@ class Blackboard:
         values = await self.r.hmget(self.k.meta, list(fields))
         return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
 
+    async def plan_json(self) -> str | None:
+        """The run's stored plan (swarm.plan.RunPlan as JSON): its own key, or the meta
+        hash's field in a run stored before it had one. None: no plan stored."""
+        text = await self.r.get(self.k.plan)
+        return text if text is not None else await self.r.hget(self.k.meta, "plan")
+
+    async def edges_json(self) -> str:
+        """The topology's edges (JSON pairs): their own key (a mesh of a thousand agents
+        is 10 MB), or the meta hash's field in a run stored before it had one."""
+        text = await self.r.get(self.k.edges)
+        return text if text is not None else (await self.r.hget(self.k.meta, "edges") or "[]")
+
     async def run_state(self) -> str:
         """The run's state alone (the meta hash also holds the whole plan)."""
         return await self.r.hget(self.k.meta, "state") or "running"
