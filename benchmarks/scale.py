@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.swarm_cpu import SAMPLE_S, TreeSampler, _redis_pids, _requests, _stub
+from benchmarks.swarm_cpu import SAMPLE_S, TreeSampler, _requests, _stub
 
 TITLE = "Scale: many agents, many short tasks"
 NOTE = (
@@ -64,7 +64,8 @@ class ScaleSampler(TreeSampler):
         while not self._stop.is_set():
             cpu: dict[int, float] = {}
             by_kind: dict[str, int] = {}
-            for p in self._procs():
+            procs = {p.pid: p for p in self._procs()}  # an extra pid may be in the tree too
+            for p in procs.values():
                 try:
                     with p.oneshot():
                         # an idle worker may become an actor: looked at again
@@ -235,9 +236,11 @@ def run(agents: int, tasks: int, timeout_s: float = 3600) -> ScaleResult:
             clients = ClientSampler(root).start()
             claims, commands, completed = 0, 0, 0
             assert proc.stdout is not None
+            looked = 0.0
             for line in proc.stdout:  # NDJSON events, as they happen
-                if not sampler.extra_pids:
-                    sampler.extra_pids = _redis_pids(root)
+                if not sampler.extra_pids and time.time() - looked > 1:
+                    # the Redis leaves the tree should the CLI end first (its watchdog's)
+                    sampler.extra_pids, looked = _redis_pid(root), time.time()
                 event = json.loads(line) if line.startswith("{") else {}
                 kind = event.get("type")
                 claims += kind == "task_claimed"
@@ -282,6 +285,15 @@ def run(agents: int, tasks: int, timeout_s: float = 3600) -> ScaleResult:
             redis_clients=clients.peak,
             clients_per_actor=max(per_actor, default=0),
         )
+
+
+def _redis_pid(root: Path) -> list[int]:
+    """The run's embedded redis-server (its watchdog's server.json)."""
+    try:
+        info = json.loads((root / ".swarm" / "redis" / "server.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [int(info["server_pid"])] if info.get("server_pid") else []
 
 
 def _pid(name: str) -> int:
