@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Any
 
-from swarm.blackboard.board import TERMINAL, Blackboard
+from swarm.blackboard.board import TERMINAL, Blackboard, TaskHead
 from swarm.config import Reliability
 from swarm.errors import BadInput
 from swarm.hosting import (
@@ -281,7 +281,7 @@ class Coordinator:
             meta = await self.board.meta_fields(*WATCHED_META)
             if meta.get("state", "running") != "running":  # budget spent, `swarm stop`
                 return meta["state"], True
-            tasks = await self.board.tasks()
+            tasks = await self.board.task_heads()
             if all(t.status in TERMINAL for t in tasks):
                 return (
                     "failed" if any(t.status == "failed" for t in tasks) else "completed"
@@ -299,7 +299,7 @@ class Coordinator:
             tick = time.monotonic()
             await self.board.wait_events(last, block_ms=1000)
             # at most WATCH_HZ rounds a second: a busy swarm writes dozens of events a
-            # second, and each round reads every task
+            # second, and each round reads every task (its head: task_heads)
             await asyncio.sleep(max(0.0, 1 / WATCH_HZ - (time.monotonic() - tick)))
             tick = time.monotonic()
 
@@ -317,7 +317,7 @@ class Coordinator:
                     supervisor.cancel()
                 return
 
-    async def _enforce_task_walls(self, tasks: list[Any], now: int) -> None:
+    async def _enforce_task_walls(self, tasks: list[TaskHead], now: int) -> None:
         limit = self.max_task_wall_s
         if limit is None:
             return
@@ -341,7 +341,7 @@ class Coordinator:
             )
         return None
 
-    async def _fail_unassignable(self, tasks: list[Any]) -> bool:
+    async def _fail_unassignable(self, tasks: list[TaskHead]) -> bool:
         """Fail tasks no agent of this run can ever take (a role or agent it lacks)."""
         names = {s.agent.name for s in self.specs}
         roles = {s.agent.role for s in self.specs}

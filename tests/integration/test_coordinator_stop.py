@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from swarm.blackboard.board import Blackboard
+from swarm.blackboard.board import Blackboard, StateCorrupt
 from swarm.coordinator import Coordinator
 
 AGENTS = 300
@@ -91,3 +91,22 @@ async def test_a_packed_actor_dying_marks_every_agent_dead_with_a_small_pool(
     assert await _statuses(board) == {"dead"}
     dead = [e.agent for e in await board.events(count=10_000) if e.type == "agent_dead"]
     assert sorted(dead) == sorted(names)
+
+
+async def test_the_supervision_rounds_task_heads_are_the_tasks_fields(board: Blackboard) -> None:
+    for i in range(5):
+        task = {"id": f"t{i}", "title": "x", "role": "dev", "agent": "a1" if i == 4 else ""}
+        assert await board.create_task(task, needs=[])
+    claim = await board.claim("a0", "dev", 10_000)
+    assert claim is not None and await board.complete(claim.task_id, "a0", "ok", claim.token)
+    assert await board.claim("a0", "dev", 10_000) is not None
+    heads = await board.task_heads()
+    tasks = await board.tasks()
+    assert [tuple(h) for h in heads] == [
+        (t.id, t.status, t.role, t.agent, t.assignee, t.claimed_at) for t in tasks
+    ]
+    assert {h.status for h in heads} == {"completed", "claimed", "ready"}
+    assert any(h.claimed_at > 0 for h in heads if h.status == "claimed")
+    await board.r.delete(board.k.task("t2"))
+    with pytest.raises(StateCorrupt, match="t2"):
+        await board.task_heads()
