@@ -93,3 +93,25 @@ async def test_agents_that_ask_whether_the_run_is_done_at_once_share_one_read(
     assert answers == [True] * 200
     reads = after["cmdstat_hget"]["calls"] - before.get("cmdstat_hget", {"calls": 0})["calls"]
     assert reads == 2  # each task's status once, for all 200 callers
+
+
+async def test_waiters_ahead_of_behind_and_at_the_shared_reader(board: Blackboard) -> None:
+    await board.emit("run_resumed")  # a wake event
+    first = (await board.r.xrevrange(board.k.wake, count=1))[0][0]
+    waiter = asyncio.create_task(board.wait_wake(first, block_ms=5000))  # the reader starts
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await board.emit("run_resumed")
+    woke = await asyncio.wait_for(waiter, 5)
+    assert len(woke) == 1 and woke[0].id > first
+    # behind where the reader started: it reads what it missed itself
+    assert [e.id for e in await board.wait_wake("0-0", block_ms=1000)] == [first, woke[0].id]
+    # behind the reader's position but within what it kept
+    assert [e.id for e in await board.wait_wake(first, block_ms=1000)] == [woke[0].id]
+    # at the latest entry: waits for the next one
+    latest = asyncio.create_task(board.wait_wake(woke[0].id, block_ms=5000))
+    await asyncio.sleep(0.2)
+    assert not latest.done()
+    await board.emit("run_resumed")
+    assert len(await asyncio.wait_for(latest, 5)) == 1
+    assert await board.wait_wake((await asyncio.wait_for(latest, 1))[0].id, block_ms=200) == []
