@@ -516,6 +516,7 @@ def main() -> None:
         peers_cpu,
         redis_fsync,
         redis_trips,
+        scale,
         scheduling,
         startup,
         swarm_cpu,
@@ -538,6 +539,7 @@ def main() -> None:
     idle_s = 5.0 if args.quick else 20.0
     NOTES[dashboard_idle.TITLE] = dashboard_idle.note(idle_s)
     peer_agents, peer_turns, peer_repeat = peers_cpu.sizes(args.quick)
+    NOTES[scale.TITLE] = scale.NOTE
     sections: dict[str, list[tuple[str, str]] | str] = {
         startup.TITLE: startup.rows(rounds, 10),
         "Anthropic provider, CPU per call (6 tools)": bench_provider_cpu("anthropic", calls),
@@ -549,6 +551,7 @@ def main() -> None:
         swarm_cpu.TITLE: swarm_cpu.rows_for(agents, turns, ["1", "auto"]),
         claims.TITLE: claims.rows(claim_tasks, 100, rounds=bench_rounds),
         scheduling.TITLE: scheduling.rows(rounds=bench_rounds),
+        scale.TITLE: scale.rows(scale.sizes(args.quick)),
         dashboard_idle.TITLE: dashboard_idle.measure(idle_s),
         peers_cpu.TITLE: peers_cpu.run(
             peer_agents, peer_turns, peer_repeat, where=where, quick=args.quick

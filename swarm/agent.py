@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm import approvals
-from swarm.blackboard.board import TERMINAL, Blackboard, Claim, TaskView
+from swarm.blackboard.board import Blackboard, Claim, TaskView
 from swarm.blackboard.limits import (
     Budget,
     BudgetExhausted,
@@ -305,10 +305,8 @@ class AgentLoop:
                 break
             # (expired leases are requeued by the coordinator alone: it knows when Redis
             # was unreachable, and gives every lease its time back first)
-            if claim.open <= 0 and all(
-                s in TERMINAL for s in (await self.board.task_statuses()).values()
-            ):
-                break  # (the count is a cue; the tasks' statuses decide)
+            if claim.open <= 0 and await self.board.all_terminal():
+                break  # (the count is a cue; the tasks themselves decide)
             waiting = claim.waiting_for
             if waiting:
                 await self.set_status("waiting", waiting_for=",".join(waiting))

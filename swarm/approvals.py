@@ -208,7 +208,7 @@ async def wait(
             message = DETACHED
             break
         # BLPOP's timeout is in seconds (fractions allowed since Redis 6)
-        await board.r.blpop([wake], timeout=max(0.01, min(left, _BLOCK_S)))
+        await board.blocking.blpop([wake], timeout=max(0.01, min(left, _BLOCK_S)))
     if await answer(board, approval_id, "deny", "once", message, by="timeout"):
         return "deny", message
     ans = await answer_of(board, approval_id)  # answered meanwhile, or withdrawn

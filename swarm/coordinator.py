@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Any
 
-from swarm.blackboard.board import TERMINAL, Blackboard
+from swarm.blackboard.board import TERMINAL, Blackboard, TaskHead
 from swarm.config import Reliability
 from swarm.errors import BadInput
 from swarm.hosting import (
@@ -36,6 +36,7 @@ log = logging.getLogger("swarm.coordinator")
 WATCH_HZ = 4  # supervision rounds per second, at most
 # what a supervision round reads of the run's meta hash (never the whole of it: the plan)
 WATCHED_META = ("state", "provider_failing_since", "provider_error")
+DEATH_WRITES = 8  # agents' deaths written at once, at most
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -81,6 +82,10 @@ class Coordinator:
         self.lease_lost = False
         self.reaper: subprocess.Popen[bytes] | None = None
         self.detached = False  # the dashboard let go of this terminal (SIGHUP is ignored)
+        self.stopping = False  # _stop ends the agents: their calls' errors are its doing
+        # an actor's death is written by each of its agents' watchers: a packed actor of
+        # hundreds would otherwise write hundreds at once
+        self._death_writes = asyncio.Semaphore(DEATH_WRITES)
 
     # -- agents ------------------------------------------------------------------------
     def _spawn(self, specs: list[AgentSpec]) -> None:
@@ -165,10 +170,13 @@ class Coordinator:
         try:
             await ref
         except Exception as exc:  # Ray's restarts exhausted, its node lost, or the loop raised
-            await self.board.update_agent(
-                name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
-            )
-            await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
+            if self.stopping:
+                return  # cancelled or killed by _stop, which marks it stopped
+            async with self._death_writes:
+                await self.board.update_agent(
+                    name, event="agent_dead", data={"error": str(exc)[:500]}, status="dead"
+                )
+                await self.board.r.hdel(self.board.k.budget, name)  # its reservation, if any
 
     async def _revive(self) -> str | None:
         """Respawn agents that died while the run goes on (all of them, on a new local
@@ -273,7 +281,7 @@ class Coordinator:
             meta = await self.board.meta_fields(*WATCHED_META)
             if meta.get("state", "running") != "running":  # budget spent, `swarm stop`
                 return meta["state"], True
-            tasks = await self.board.tasks()
+            tasks = await self.board.task_heads()
             if all(t.status in TERMINAL for t in tasks):
                 return (
                     "failed" if any(t.status == "failed" for t in tasks) else "completed"
@@ -291,7 +299,7 @@ class Coordinator:
             tick = time.monotonic()
             await self.board.wait_events(last, block_ms=1000, count=1)
             # at most WATCH_HZ rounds a second: a busy swarm writes dozens of events a
-            # second, and each round reads every task
+            # second, and each round reads every task (its head: task_heads)
             await asyncio.sleep(max(0.0, 1 / WATCH_HZ - (time.monotonic() - tick)))
             tick = time.monotonic()
 
@@ -309,7 +317,7 @@ class Coordinator:
                     supervisor.cancel()
                 return
 
-    async def _enforce_task_walls(self, tasks: list[Any], now: int) -> None:
+    async def _enforce_task_walls(self, tasks: list[TaskHead], now: int) -> None:
         limit = self.max_task_wall_s
         if limit is None:
             return
@@ -333,7 +341,7 @@ class Coordinator:
             )
         return None
 
-    async def _fail_unassignable(self, tasks: list[Any]) -> bool:
+    async def _fail_unassignable(self, tasks: list[TaskHead]) -> bool:
         """Fail tasks no agent of this run can ever take (a role or agent it lacks)."""
         names = {s.agent.name for s in self.specs}
         roles = {s.agent.role for s in self.specs}
@@ -374,6 +382,7 @@ class Coordinator:
         # moment, then cancel the ones still busy (a long command, a slow model call)
         if runs:
             await asyncio.wait(list(runs.values()), timeout=3)
+        self.stopping = True
         busy = [name for name, fut in runs.items() if not fut.done()]
         for name in busy:
             with contextlib.suppress(Exception):
@@ -385,9 +394,9 @@ class Coordinator:
         for actor in {id(a): a for a in self.actors.values()}.values():
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        for name in busy:
-            await self.board.update_agent(
-                name, event="agent_status", data={"status": "stopped"}, status="stopped"
+        if busy:  # one round trip for them all (a thousand agents, one pipeline)
+            await self.board.mark_agents(
+                busy, event="agent_status", data={"status": "stopped"}, status="stopped"
             )
 
 

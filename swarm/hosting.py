@@ -170,11 +170,12 @@ def build_loop(
     )
 
 
-async def run_agent(spec: AgentSpec) -> str:
-    """Host one agent's loop until the run has nothing left for it."""
+async def run_agent(spec: AgentSpec, shared: Blackboard | None = None) -> str:
+    """Host one agent's loop until the run has nothing left for it; ``shared``: the
+    board of the actor hosting it (closed by its owner), else one of its own."""
     from swarm.tools.repo_tools import load_repo_tools
 
-    board = Blackboard(spec.redis_url, spec.run_id, outage_s=spec.redis_outage_s)
+    board = shared or Blackboard(spec.redis_url, spec.run_id, outage_s=spec.redis_outage_s)
     hub = None
     try:
         repo_tools, hub = await load_repo_tools(
@@ -188,8 +189,15 @@ async def run_agent(spec: AgentSpec) -> str:
     finally:
         if hub is not None:
             await hub.aclose()  # no MCP server outlives the loop
-        await board.close()
+        if shared is None:
+            await board.close()
     return "done"
+
+
+# an actor's connections at most, whatever its agents: the server runs one command at a
+# time, so more only buy client buffers (calls wait for a free one). Blocking reads do
+# not take them: the wake stream has one reader, approvals a pool of their own
+ACTOR_CONNECTIONS = 8
 
 
 class AgentActor:
@@ -200,9 +208,29 @@ class AgentActor:
     def __init__(self, specs_json: list[str]):
         specs = [AgentSpec.model_validate_json(s) for s in specs_json]
         self.specs = {s.agent.name: s for s in specs}
+        # one board (one bounded pool, one wake-stream reader) for all the actor's agents:
+        # a board each cost every agent its own connections and server clients
+        self._board: Blackboard | None = None
+        self._running = 0
 
     async def run(self, name: str) -> str:
-        return await run_agent(self.specs[name])
+        spec = self.specs[name]
+        if self._board is None:
+            self._board = Blackboard(
+                spec.redis_url,
+                spec.run_id,
+                outage_s=spec.redis_outage_s,
+                max_connections=ACTOR_CONNECTIONS,
+            )
+        board = self._board
+        self._running += 1
+        try:
+            return await run_agent(spec, board)
+        finally:
+            self._running -= 1
+            if self._running == 0 and self._board is board:
+                self._board = None
+                await board.close()
 
     def pid(self) -> int:
         return os.getpid()

@@ -137,17 +137,19 @@ def start_workspace(plan: RunPlan, include_dirty: bool) -> None:
 async def store_plan(board: Blackboard, plan: RunPlan) -> None:
     """The run's meta, agents and tasks on the blackboard."""
     loaded, cfg = plan.loaded, plan.loaded.config
+    # the plan (the whole config: MBs for a thousand agents and tasks) is a key of its
+    # own, read by whoever needs it; the meta hash stays small enough to poll
+    await board.r.set(board.k.plan, plan.model_dump_json())
+    await board.r.set(board.k.edges, json.dumps(loaded.topology_edges))  # a mesh: MBs too
     await board.init_run(
         meta={
             "name": cfg.name,
             "goal": cfg.goal,
             "repo": str(plan.repo),
             "config_path": str(loaded.path),
-            "config": cfg.model_dump_json(),
             "topology": loaded.topology_kind,
-            "edges": json.dumps(loaded.topology_edges),
             "phases": json.dumps([p.name for p in cfg.phases]),
-            "plan": plan.model_dump_json(),
+            "budget": _budget_json(plan),
             "workspace": plan.workspace.mode,
             "branch": plan.workspace.run_branch,
             "base_commit": plan.workspace.base_commit,
@@ -174,12 +176,22 @@ def _task_fields(phase: str, task: TaskSpec) -> dict[str, object]:
     }
 
 
+def _budget_json(plan: RunPlan) -> str:
+    """The run's budget as the meta hash holds it (status reads it there)."""
+    budget = plan.loaded.config.budget
+    return json.dumps({"max_usd": budget.max_usd, "max_tokens": budget.max_tokens})
+
+
 async def load_plan(board: Blackboard) -> RunPlan:
-    meta = await board.meta()
-    if "plan" not in meta:
+    text = await board.plan_json()
+    if text is None:
         raise BadInput(f"RUN: run {board.run_id!r} was made by an older swarm and cannot resume")
-    return RunPlan.model_validate_json(meta["plan"])
+    return RunPlan.model_validate_json(text)
 
 
 async def save_plan(board: Blackboard, plan: RunPlan) -> None:
-    await board.r.hset(board.k.meta, "plan", plan.model_dump_json())
+    pipe = board.r.pipeline(transaction=True)
+    pipe.set(board.k.plan, plan.model_dump_json())
+    pipe.hset(board.k.meta, "budget", _budget_json(plan))
+    pipe.hdel(board.k.meta, "plan", "config")  # a run stored before the plan had its key
+    await pipe.execute()

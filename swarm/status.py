@@ -102,10 +102,14 @@ class Snapshot(BaseModel):
     max_tokens: int | None = None
 
 
-def _budget(meta: dict[str, str]) -> dict[str, Any]:
-    """The budget from the run's stored plan (resume may have raised it there)."""
+def _budget(meta: dict[str, str], plan: str | None) -> dict[str, Any]:
+    """The run's budget (resume may have raised it): the meta hash's copy, else (a run
+    stored before it had one) the stored plan's."""
     try:
-        budget = json.loads(meta.get("plan") or "{}")["loaded"]["config"]["budget"]
+        if "budget" in meta:
+            budget = json.loads(meta["budget"])
+        else:
+            budget = json.loads(plan or "{}")["loaded"]["config"]["budget"]
     except (ValueError, KeyError, TypeError):
         return {}
     return {"max_usd": budget.get("max_usd"), "max_tokens": budget.get("max_tokens")}
@@ -176,13 +180,15 @@ async def snapshot(board: Blackboard) -> Snapshot:
             )
         )
     workspace = meta.get("workspace") or "shared"
+    # the plan is read only when needed: a worktree run's folders, an older run's budget
+    plan = await board.plan_json() if workspace == "worktree" or "budget" not in meta else None
     return Snapshot(
         workspace=workspace,
         branch=meta.get("branch", ""),
-        **_budget(meta),
+        **_budget(meta, plan),
         base_commit=meta.get("base_commit", ""),
         merge_queue=await board.merge_queue() if workspace == "worktree" else [],
-        worktrees_bytes=_worktrees_bytes(meta) if workspace == "worktree" else 0,
+        worktrees_bytes=_worktrees_bytes(plan) if workspace == "worktree" else 0,
         run_id=board.run_id,
         name=meta.get("name", ""),
         state=await _state(board, meta),
@@ -221,13 +227,13 @@ async def snapshot(board: Blackboard) -> Snapshot:
     )
 
 
-def _worktrees_bytes(meta: dict[str, str]) -> int:
+def _worktrees_bytes(text: str | None) -> int:
     from swarm.plan import RunPlan
     from swarm.workspace.worktrees import RunWorktrees
 
     try:
-        plan = RunPlan.model_validate_json(meta["plan"])
-    except (KeyError, ValueError):
+        plan = RunPlan.model_validate_json(text or "")
+    except ValueError:
         return 0
     wt = RunWorktrees(plan.workspace, plan.run_id)
     return wt.disk_bytes() if wt.root.is_dir() else 0

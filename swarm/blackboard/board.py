@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -21,10 +22,12 @@ from swarm.blackboard import lua
 from swarm.blackboard.keys import RUNS, SCHEMA, SESSIONS, Keys
 from swarm.blackboard.limits import Reservation
 from swarm.blackboard.lua import WAKE_EVENTS
+from swarm.blackboard.wake import WakeListener
 from swarm.errors import SwarmError
 
 TERMINAL = ("completed", "failed")
 REDIS_OUTAGE_S = 120.0  # how long every call rides out an unreachable Redis
+MAX_CONNECTIONS = 100  # a board's connections at most (redis-py's default pool size)
 
 
 class StateCorrupt(SwarmError):
@@ -152,6 +155,21 @@ class TaskView(BaseModel):
         return cls.model_validate(data)
 
 
+class TaskHead(NamedTuple):
+    """What the coordinator's supervision round reads of a task (Blackboard.task_heads):
+    a thousandth of a TaskView's cost, read several times a second for every task."""
+
+    id: str
+    status: str
+    role: str
+    agent: str
+    assignee: str
+    claimed_at: int
+
+
+HEAD_FIELDS = ("status", "role", "agent", "assignee", "claimed_at")
+
+
 class Event(BaseModel):
     id: str
     type: str
@@ -179,7 +197,13 @@ def now_ms() -> int:
 class Blackboard:
     """One run's view of Redis. Cheap to create; share one per process."""
 
-    def __init__(self, url: str, run_id: str, outage_s: float = REDIS_OUTAGE_S):
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        outage_s: float = REDIS_OUTAGE_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.url = url
         self.run_id = run_id
         self.k = Keys(run_id)
@@ -187,15 +211,26 @@ class Blackboard:
         # encoding_errors="replace": one bad byte must never break every reader of a key
         # socket_timeout: longer than any blocking read (5 s), so a silent partition is
         # noticed and retried instead of hanging forever
-        self.r: Any = aioredis.Redis.from_url(
+        # a bounded pool whose callers wait for a free connection: redis-py's default
+        # pool raises MaxConnectionsError past 100 concurrent calls (a thousand agents
+        # marked at once did), and each connection is a client the server buffers for
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=None,  # held connections come back: every call ends within its outage
             decode_responses=True,
             encoding_errors="replace",
             retry=OutageRetry(outage_s),
             socket_connect_timeout=5,
             socket_timeout=20,
+            client_name=f"swarm-{os.getpid()}",  # CLIENT LIST tells whose a connection is
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),
         )
+        self.r: Any = aioredis.Redis.from_pool(pool)
+        self.wake = WakeListener(self.r, self.k.wake)
+        self._pool_kwargs = {**pool.connection_kwargs, "connection_class": pool.connection_class}
+        self._blocking: Any = None
+        self._terminal_read: asyncio.Future[bool] | None = None
         self._claim = self.r.register_script(lua.CLAIM)
         self._heartbeat = self.r.register_script(lua.HEARTBEAT)
         self._complete = self.r.register_script(lua.COMPLETE)
@@ -213,7 +248,22 @@ class Blackboard:
         self._retry_failed = self.r.register_script(lua.RETRY_FAILED)
         self._coord_lease = self.r.register_script(lua.COORDINATOR_LEASE)
 
+    @property
+    def blocking(self) -> Any:
+        """A client for blocking reads that wait on a person (an approval's BLPOP), in a
+        pool of its own: held for seconds each, they must not take the connections every
+        other call of a packed actor's agents shares. Connected on first use."""
+        if self._blocking is None:
+            pool = aioredis.BlockingConnectionPool(
+                max_connections=MAX_CONNECTIONS, timeout=None, **self._pool_kwargs
+            )
+            self._blocking = aioredis.Redis.from_pool(pool)
+        return self._blocking
+
     async def close(self) -> None:
+        await self.wake.close()
+        if self._blocking is not None:
+            await self._blocking.aclose()
         await self.r.aclose()
 
     # -- runs --------------------------------------------------------------------------
@@ -248,6 +298,18 @@ class Blackboard:
         for a run of a thousand agents), too much to read several times a second."""
         values = await self.r.hmget(self.k.meta, list(fields))
         return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+
+    async def plan_json(self) -> str | None:
+        """The run's stored plan (swarm.plan.RunPlan as JSON): its own key, or the meta
+        hash's field in a run stored before it had one. None: no plan stored."""
+        text = await self.r.get(self.k.plan)
+        return text if text is not None else await self.r.hget(self.k.meta, "plan")
+
+    async def edges_json(self) -> str:
+        """The topology's edges (JSON pairs): their own key (a mesh of a thousand agents
+        is 10 MB), or the meta hash's field in a run stored before it had one."""
+        text = await self.r.get(self.k.edges)
+        return text if text is not None else (await self.r.hget(self.k.meta, "edges") or "[]")
 
     async def run_state(self) -> str:
         """The run's state alone (the meta hash also holds the whole plan)."""
@@ -333,13 +395,40 @@ class Blackboard:
             pipe.hgetall(self.k.task(i))
         return [TaskView.from_hash(h) for h in await pipe.execute() if h]
 
-    async def task_statuses(self) -> dict[str, str]:
-        """Every task's status, and nothing else (a task whose data is gone: '')."""
+    async def all_terminal(self) -> bool:
+        """Whether every task is completed or failed, from their statuses alone. Callers
+        at the same moment share one read: the hundreds of agents of a packed actor that
+        all see the last task end each read every task otherwise (1,000 agents x 5,000
+        tasks: 5 million reads, and GBs of task objects at once)."""
+        if self._terminal_read is None or self._terminal_read.done():
+            self._terminal_read = asyncio.ensure_future(self._all_terminal())
+        return await asyncio.shield(self._terminal_read)
+
+    async def _all_terminal(self) -> bool:
         ids = await self.task_ids()
         pipe = self.r.pipeline(transaction=False)
         for i in ids:
             pipe.hget(self.k.task(i), "status")
-        return {i: s or "" for i, s in zip(ids, await pipe.execute(), strict=True)}
+        return all(status in TERMINAL for status in await pipe.execute())
+
+    async def task_heads(self) -> list[TaskHead]:
+        """Every task's status, role, agent, assignee and claim time, in one round trip
+        (not the whole hash: results and descriptions stay on the server)."""
+        ids = await self.task_ids()
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hmget(self.k.task(i), HEAD_FIELDS)
+        rows = await pipe.execute()
+        missing = [i for i, row in zip(ids, rows, strict=True) if row[0] is None]
+        if missing:
+            raise StateCorrupt(
+                f"run {self.run_id}: task(s) {', '.join(missing)} are listed but their data "
+                "is gone from Redis (an evicting maxmemory-policy, or a manual delete)"
+            )
+        return [
+            TaskHead(i, st, role or "", agent or "", who or "", int(float(at or 0)))
+            for i, (st, role, agent, who, at) in zip(ids, rows, strict=True)
+        ]
 
     async def tasks(self) -> list[TaskView]:
         ids = await self.task_ids()
@@ -509,9 +598,9 @@ class Blackboard:
         return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
 
     async def wait_wake(self, after: str, block_ms: int) -> list[Event]:
-        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`."""
-        res = await self.r.xread({self.k.wake: after}, block=block_ms, count=100)
-        return [Event.from_fields(i, f) for _, rows in res for i, f in rows]
+        """Block until the wake stream (WAKE_EVENTS only) has entries newer than `after`
+        (or block_ms passes): every waiter of this board shares one blocking read."""
+        return [Event.from_fields(i, f) for i, f in await self.wake.wait(after, block_ms)]
 
     async def last_event_id(self) -> str:
         rows = await self.r.xrevrange(self.k.events, count=1)
@@ -534,6 +623,20 @@ class Blackboard:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.k.agent(name), mapping={k: str(v) for k, v in fields.items()})
         if event:
+            ev = self._event_fields(event, str(fields.get("task", "")), name, data)
+            pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
+            if event in WAKE_EVENTS:
+                self._wake(pipe, ev)
+        await pipe.execute()
+
+    async def mark_agents(
+        self, names: Iterable[str], event: str, data: dict[str, Any], **fields: Any
+    ) -> None:
+        """update_agent for many agents in one round trip (a stop marks a thousand)."""
+        pipe = self.r.pipeline(transaction=False)
+        mapping = {k: str(v) for k, v in fields.items()}
+        for name in names:
+            pipe.hset(self.k.agent(name), mapping=mapping)
             ev = self._event_fields(event, str(fields.get("task", "")), name, data)
             pipe.xadd(self.k.events, ev, maxlen=200_000, approximate=True)
             if event in WAKE_EVENTS:

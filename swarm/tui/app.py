@@ -375,7 +375,8 @@ class DashboardApp(App[str]):
         snap = await snapshot(self.board)
         self.state.snap = snap
         if not self.state.meta:
-            self.state.meta = await self.board.meta()
+            meta = await self.board.meta()
+            self.state.meta = {**meta, "edges": await self.board.edges_json()}
         self.state.tools = await model.current_tools(self.board, snap)
         self.state.approvals = list(await approvals.pending(self.board))
 
