@@ -116,8 +116,9 @@ class TreeSampler:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             procs = []
+        seen = {p.pid for p in procs}
         for pid in self.extra_pids:
-            if psutil.pid_exists(pid):
+            if pid not in seen and psutil.pid_exists(pid):
                 procs.append(psutil.Process(pid))
         return procs
 
@@ -289,11 +290,10 @@ def _redis_pids(cwd: Path) -> list[int]:
     found = []
     for info in (cwd / ".swarm").glob("**/server.json"):
         try:
-            pid = int(json.loads(info.read_text()).get("pid", 0))
+            fields = json.loads(info.read_text())
         except (ValueError, OSError):
             continue
-        if pid:
-            found.append(pid)
+        found += [int(fields[k]) for k in ("server_pid", "watchdog_pid") if fields.get(k)]
     return found
 
 
