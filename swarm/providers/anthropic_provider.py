@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -48,6 +47,7 @@ from swarm.providers.convert import (
     wire_json,
 )
 from swarm.providers.http import tls_context
+from swarm.providers.sdk_request import PreparedRequests
 from swarm.providers.types import (
     Block,
     Message,
@@ -192,7 +192,9 @@ class AnthropicProvider:
         self._transcripts = TranscriptCaches(lambda: TranscriptCache(self.name, _anthropic_wire))
         self._tools = ToolsCache(anthropic_tools)
         self._system: tuple[str, bytes] | None = None
-        self._prepared: _Prepared | None = None  # the request of the client's current state
+        self._requests = PreparedRequests(
+            "/v1/messages", _STREAM_OPTIONS, FinalRequestOptions, get_platform, asyncify
+        )
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -295,7 +297,16 @@ class AnthropicProvider:
         """One attempt, as the SDK's `post` makes it (its headers, auth, URL, timeout and
         error types), sent on the client's HTTP client; the response's SSE read here."""
         client = self.client
-        request = await self._http_request(client, body)
+        request = await self._requests.build(
+            client,
+            body,
+            (
+                client.api_key,
+                client.auth_token,
+                client.base_url,
+                tuple(client._custom_headers.items()),
+            ),
+        )
         await client._prepare_request(request)  # a hook of the SDK's (signing, in subclasses)
         auth = client.custom_auth
         try:
@@ -321,44 +332,6 @@ class AnthropicProvider:
                 _add_event(client, response, acc, name, data)
         finally:
             await response.aclose()
-
-    async def _http_request(self, client: anthropic.AsyncAnthropic, body: bytes) -> httpx2.Request:
-        """The request the SDK's `post` would build for this body (its headers merged with
-        the HTTP client's, as `build_request` merges them). They and the URL are the same on
-        every call (no retries: the retry count is always 0) until the client, or what it
-        takes them from, changes (a renewed token is set on the client), so they are worked
-        out once for each such state; with cookies stored, `build_request` adds them."""
-        http = client._client
-        state = (
-            client,
-            http,
-            client.api_key,
-            client.auth_token,
-            client.base_url,
-            client.timeout,
-            tuple(client._custom_headers.items()),
-            tuple(http.headers.raw),
-            http.params,
-        )
-        if self._prepared is None or self._prepared.state != state:
-            self._prepared = await _prepare(client, state)
-        prepared = self._prepared
-        if http.cookies:
-            return http.build_request(
-                "POST",
-                prepared.url,
-                headers=prepared.sdk_headers,
-                content=body,
-                timeout=client.timeout,
-                extensions=prepared.sni,
-            )
-        return httpx2.Request(
-            "POST",
-            prepared.request_url,
-            headers=prepared.headers,
-            content=body,
-            extensions=dict(prepared.extensions),
-        )
 
     def request_body(
         self,
@@ -416,40 +389,6 @@ def _options_json(options: RequestOptions | None, has_tools: bool) -> bytes:
     if options.parallel_tool_calls is False and has_tools:
         out += b',"tool_choice":{"type":"auto","disable_parallel_tool_use":true}'
     return out
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What every request of one client state carries: the SDK's headers, URL and SNI
-    extension as `post` makes them, and the request `build_request` makes of them (all
-    headers but Host and Content-Length, the URL, the timeout extensions)."""
-
-    state: tuple[Any, ...]
-    sdk_headers: httpx2.Headers
-    url: httpx2.URL
-    sni: dict[str, Any] | None
-    headers: httpx2.Headers
-    request_url: httpx2.URL
-    extensions: dict[str, Any]
-
-
-async def _prepare(client: anthropic.AsyncAnthropic, state: tuple[Any, ...]) -> _Prepared:
-    if client._platform is None:  # as the SDK's `request` does, off the event loop
-        client._platform = await asyncify(get_platform)()
-    options = await client._prepare_options(
-        FinalRequestOptions.construct(
-            method="post", url="/v1/messages", content=b"", **_STREAM_OPTIONS
-        )
-    )
-    sdk_headers = client._build_headers(options, retries_taken=0)
-    url = client._prepare_url(options.url)
-    sni = {"sni_hostname": url.host.replace("_", "-")} if "_" in url.host else None
-    template = client._client.build_request(
-        "POST", url, headers=sdk_headers, content=b"", timeout=client.timeout, extensions=sni
-    )
-    auto = (b"host", b"content-length")  # what a request adds for its own URL and body
-    headers = httpx2.Headers([(k, v) for k, v in template.headers.raw if k.lower() not in auto])
-    return _Prepared(state, sdk_headers, url, sni, headers, template.url, dict(template.extensions))
 
 
 def _may_trace(client: anthropic.AsyncAnthropic) -> bool:

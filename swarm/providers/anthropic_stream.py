@@ -174,8 +174,9 @@ class SSEParser:
     fields ignored. Only named events come out, as the SDK's stream yields only those; a
     last event with no blank line after it is dropped, as the SDK drops it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unnamed: bool = False) -> None:
         self._buf = b""
+        self._unnamed = unnamed  # also events without an `event:` field (OpenAI's), as ""
 
     def feed(self, chunk: bytes, *, last: bool = False) -> list[tuple[str, bytes]]:
         """The events complete with this chunk: (name, data); `last`: the stream ended."""
@@ -191,13 +192,13 @@ class SSEParser:
         self._buf = rest
         events: list[tuple[str, bytes]] = []
         for raw in complete:
-            event = _parse_event(raw)
+            event = _parse_event(raw, self._unnamed)
             if event is not None:
                 events.append(event)
         return events
 
 
-def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
+def _parse_event(raw: bytes, unnamed: bool = False) -> tuple[str, bytes] | None:
     name = ""
     data: list[bytes] = []
     for line in raw.split(b"\n"):
@@ -210,6 +211,6 @@ def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
             name = value.decode()
         elif field == b"data":
             data.append(value)
-    if not name:
+    if not name and not (unnamed and data):
         return None
     return name, b"\n".join(data)

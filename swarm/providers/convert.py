@@ -446,6 +446,7 @@ class ChatAccumulator:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str = ""
+    began: bool = False  # the response began: the provider is doing the work
 
     def add_text(self, piece: str | None) -> None:
         if piece:

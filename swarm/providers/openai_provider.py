@@ -3,22 +3,29 @@
 Works against any OpenAI-compatible server by base URL (Ollama, vLLM, llama.cpp server);
 without an API key no Authorization header is sent, which local servers accept.
 
-Request bodies are built from per-message JSON cached across the turns of a conversation
-and sent through the client's lower-level `post` (the SDK's own auth, base URL, headers,
-errors, response types and streaming): `chat.completions.create` re-transforms the whole
-history on every call, which made its CPU per call grow with the conversation. The stream's
-chunks are read as the JSON the server sent (the SDK's `cast_to=object`): building a typed
-`ChatCompletionChunk` per chunk cost more CPU than the rest of the call.
+Request bodies are built from per-message JSON cached across the turns of a conversation:
+`chat.completions.create` re-transforms the whole history on every call, which made its
+CPU per call grow with the conversation. Each call is the request the client's `post`
+would build (swarm.providers.sdk_request: the SDK's headers, auth, URL and timeout, worked
+out once per client state), sent through the client's own `_send_request` (its auth
+retries and provider hooks) on the SDK's aiohttp-backed HTTP client, and answered with the
+SDK's error types; the stream's SSE is split here and its chunks read as the JSON the
+server sent (a typed `ChatCompletionChunk` per chunk cost more CPU than the rest of the
+call). A client with custom auth goes through `post`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import httpx2
 import openai
+from openai._base_client import FinalRequestOptions, asyncify, get_platform
 from openai.types.chat import ChatCompletion
 
+from swarm.providers.anthropic_stream import SSEParser
 from swarm.providers.base import (
     TRANSPORT_ERRORS,
     ProviderError,
@@ -35,6 +42,7 @@ from swarm.providers.convert import (
     wire_json,
 )
 from swarm.providers.http import tls_context
+from swarm.providers.sdk_request import PreparedRequests
 from swarm.providers.types import Message, ModelResponse, RequestOptions, ToolSpec, Usage
 
 OPENAI_API_HOST = "api.openai.com"
@@ -81,6 +89,9 @@ class OpenAIProvider:
         self._options: openai.RequestOptions = {"security": {"bearer_auth": True}}
         if self._extra_headers is not None:
             self._options["headers"] = self._extra_headers
+        self._requests = PreparedRequests(
+            "/chat/completions", self._options, FinalRequestOptions, get_platform, asyncify
+        )
         self._transcripts = TranscriptCaches(lambda: ChatTranscriptCache(self.name))
         self._tools = ToolsCache(chat_tools)
 
@@ -106,29 +117,20 @@ class OpenAIProvider:
             options=options,
         )
         acc = ChatAccumulator()
-        opened = False  # the response began: the provider is doing the work
         try:
-            stream = await self.client.post(
-                "/chat/completions",
-                content=body,
-                cast_to=ChatCompletion,
-                options=self._options,
-                stream=True,
-                stream_cls=CHUNK_STREAM,
-            )
-            opened = True
-            async with stream:
-                async for chunk in stream:
-                    add_chunk(acc, chunk)
+            if self.client.custom_auth is not None:
+                await self._stream_through_post(body, acc)
+            else:
+                await self._stream(body, acc)
         except openai.APIError as exc:
-            usage = acc.partial_usage(len(body)) if opened else None
+            usage = acc.partial_usage(len(body)) if acc.began else None
             raise provider_error(self.name, exc, usage) from None
         except TRANSPORT_ERRORS as exc:  # the connection broke in the middle of the stream
             raise ProviderError(
                 f"{self.name}: connection lost during the response: {type(exc).__name__}",
                 retryable=True,
                 provider=self.name,
-                usage=acc.partial_usage(len(body)) if opened else None,
+                usage=acc.partial_usage(len(body)) if acc.began else None,
             ) from None
         if not acc.complete:
             raise ProviderError(
@@ -138,6 +140,57 @@ class OpenAIProvider:
                 usage=acc.partial_usage(len(body)),
             )
         return acc.response(model)
+
+    async def _stream_through_post(self, body: bytes, acc: ChatAccumulator) -> None:
+        stream = await self.client.post(
+            "/chat/completions",
+            content=body,
+            cast_to=ChatCompletion,
+            options=self._options,
+            stream=True,
+            stream_cls=CHUNK_STREAM,
+        )
+        acc.began = True
+        async with stream:
+            async for chunk in stream:
+                add_chunk(acc, chunk)
+
+    async def _stream(self, body: bytes, acc: ChatAccumulator) -> None:
+        """One attempt as `post` makes it, its SSE read here as the SDK's stream reads it
+        (`[DONE]` ends it; a chunk with an `error` is the SDK's APIError)."""
+        client = self.client
+        request = await self._requests.build(
+            client, body, (client.api_key, client.base_url, tuple(client._custom_headers.items()))
+        )
+        await client._prepare_request(request)
+        try:
+            response = await client._send_request(request, stream=True)
+        except httpx2.TimeoutException as err:
+            raise openai.APITimeoutError(request=request) from err
+        except openai.OpenAIError:
+            raise
+        except Exception as err:
+            raise openai.APIConnectionError(request=request) from err
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise client._make_status_error_from_response(response) from None
+            acc.began = True
+            parser = SSEParser(unnamed=True)
+            done = False
+            async for chunk in response.aiter_bytes():
+                if done:  # after [DONE]: read to the end, so the connection is reused
+                    continue
+                for _, data in parser.feed(chunk):
+                    if not _add_data(acc, request, data):
+                        done = True
+                        break
+            if not done:
+                for _, data in parser.feed(b"", last=True):
+                    if not _add_data(acc, request, data):
+                        break
+        finally:
+            await response.aclose()
 
     def request_body(
         self,
@@ -245,3 +298,18 @@ def error_text(body: object, fallback: str) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:500]
     return fallback
+
+
+def _add_data(acc: ChatAccumulator, request: httpx2.Request, data: bytes) -> bool:
+    """One event's data, as the SDK's stream treats it. False: `[DONE]`, the end."""
+    if data.startswith(b"[DONE]"):
+        return False
+    chunk = json.loads(data)
+    if isinstance(chunk, dict) and chunk.get("error"):
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        if not message or not isinstance(message, str):
+            message = "An error occurred during streaming"
+        raise openai.APIError(message=message, request=request, body=error)
+    add_chunk(acc, chunk)
+    return True

@@ -645,3 +645,59 @@ def test_anthropic_deprecated_model_still_warns() -> None:
                 model=model, system="s", messages=rich_transcript(), tools=[], max_tokens=1
             )
         )
+
+
+async def test_openai_stream_error_chunk_and_events_cut_anywhere() -> None:
+    """The SSE is read here: a chunk carrying an `error` is the SDK's APIError (mapped as
+    before), and the turn is the same however the bytes are cut."""
+    provider = make("openai")
+    captured = mocked(provider)
+    error = b'data: {"error": {"message": "overloaded now", "type": "server_error"}}\n\n'
+    captured.response = lambda _: httpx2.Response(
+        200, content=error, headers={"content-type": "text/event-stream"}
+    )
+    with pytest.raises(ProviderError, match="overloaded now"):
+        await provider.complete(
+            model="m", system="s", messages=rich_transcript(), tools=[], max_tokens=1
+        )
+
+    class Cut(httpx2.AsyncByteStream):
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        async def __aiter__(self) -> Any:
+            for i in range(0, len(SSE_OK), self.size):
+                yield SSE_OK[i : i + self.size]
+
+    for size in (1, 7, 100_000):
+        captured.response = lambda _, size=size: httpx2.Response(  # type: ignore[misc]
+            200, stream=Cut(size), headers={"content-type": "text/event-stream"}
+        )
+        resp = await provider.complete(
+            model="m", system="s", messages=rich_transcript(), tools=[], max_tokens=1
+        )
+        assert resp.message.text == "done" and resp.usage.cache_read_tokens == 2
+    await provider.aclose()
+
+
+async def test_openai_renewed_key_reaches_the_next_request_and_custom_auth_uses_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = make("openai")
+    captured = mocked(provider)
+    ask: dict[str, Any] = {"model": "m", "system": "s", "tools": [], "max_tokens": 1}
+    await provider.complete(messages=rich_transcript(), **ask)
+    first = captured.last.headers["authorization"]
+    provider.client.api_key = "sk-renewed-key"  # as a token refresh sets it
+    await provider.complete(messages=rich_transcript(), **ask)
+    assert first != captured.last.headers["authorization"] == "Bearer sk-renewed-key"
+
+    class Stamp(httpx2.Auth):
+        def auth_flow(self, request: httpx2.Request) -> Any:
+            request.headers["x-stamped"] = "1"
+            yield request
+
+    monkeypatch.setattr(type(provider.client), "custom_auth", property(lambda self: Stamp()))
+    await provider.complete(messages=rich_transcript(), **ask)
+    assert captured.last.headers["x-stamped"] == "1"  # the SDK's post applied it
+    await provider.aclose()
