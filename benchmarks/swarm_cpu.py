@@ -83,6 +83,9 @@ def write_workload(root: Path, agents: int, turns: int, per_actor: str = "auto")
         f"name: bench\ngoal: read files\nmodel: openai/gpt-4.1-mini\n"
         f"budget: {{max_turns: {turns + 10}}}\nreliability: {{no_progress_turns: 0}}\n"
         f"hosting: {{agents_per_actor: {per_actor}}}\n"
+        # the fake server has no rate limits: the default 500 requests a minute would
+        # stretch a K=100 run (1,010 calls) over minutes of waiting
+        "providers: {openai: {requests_per_minute: null, tokens_per_minute: null}}\n"
         f"agents:\n{agent_lines}\nphases:\n  - name: one\n    tasks:\n{tasks}\n"
     )
     return script
